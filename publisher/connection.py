@@ -1,0 +1,256 @@
+"""A WAMP session on its own event loop in a daemon thread, reconnecting with backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import threading
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from autobahn.asyncio.rawsocket import WampRawSocketClientFactory
+from autobahn.asyncio.wamp import ApplicationSession
+from autobahn.asyncio.websocket import WampWebSocketClientFactory
+from autobahn.wamp import auth as wamp_auth
+from autobahn.wamp.serializer import JsonSerializer, MsgPackSerializer
+from autobahn.wamp.types import ComponentConfig
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """How a session authenticates: WAMP-CRA with a secret, or WAMP-Ticket.
+
+    `secret` may be a callable so that one-time tickets are fetched anew for
+    every connection attempt.
+    """
+
+    authid: str | None
+    method: str  # "wampcra" or "ticket"
+    secret: str | Callable[[], str]
+
+    def current_secret(self) -> str:
+        return self.secret() if callable(self.secret) else self.secret
+
+
+class JoinRefused(RuntimeError):
+    """The router refused to let the session join (bad credentials)."""
+
+
+class _Session(ApplicationSession):
+    def __init__(self, realm: str, credentials: Credentials, owner: WampConnection) -> None:
+        super().__init__(ComponentConfig(realm=realm))
+        self._credentials = credentials
+        self._owner = owner
+
+    def onConnect(self) -> None:  # noqa: N802 (autobahn's name)
+        self.join(
+            self.config.realm,
+            authmethods=[self._credentials.method],
+            authid=self._credentials.authid,
+        )
+
+    def onChallenge(self, challenge: Any) -> str:  # noqa: N802
+        secret = self._credentials.current_secret()
+        if challenge.method == "wampcra":
+            key: str | bytes = secret
+            if "salt" in challenge.extra:
+                key = wamp_auth.derive_key(
+                    secret,
+                    challenge.extra["salt"],
+                    challenge.extra.get("iterations", 1000),
+                    challenge.extra.get("keylen", 32),
+                )
+            signature = wamp_auth.compute_wcs(key, challenge.extra["challenge"])
+            return signature.decode("ascii") if isinstance(signature, bytes) else signature
+        if challenge.method == "ticket":
+            return secret
+        raise JoinRefused(f"router asked for unsupported auth method {challenge.method!r}")
+
+    async def onJoin(self, details: Any) -> None:  # noqa: N802
+        await self._owner._joined_session(self, details)
+
+    def onLeave(self, details: Any) -> None:  # noqa: N802
+        self._owner._left_session(self, details)
+        self.disconnect()
+
+    def onDisconnect(self) -> None:  # noqa: N802
+        self._owner._disconnected_session(self)
+
+
+def _transport_factory(url: str, make_session: Callable[[], _Session]) -> tuple[Any, str, int]:
+    parts = urlsplit(url)
+    host = parts.hostname or "127.0.0.1"
+    if parts.scheme == "rs":
+        # MsgPack: the backend link carries every event; it is the cheaper codec.
+        return (
+            WampRawSocketClientFactory(make_session, serializer=MsgPackSerializer()),
+            host,
+            parts.port or 8081,
+        )
+    if parts.scheme == "ws":
+        factory = WampWebSocketClientFactory(
+            make_session, url=url, serializers=[JsonSerializer()]
+        )
+        return factory, host, parts.port or 80
+    raise ValueError(f"unsupported router URL {url!r}: use rs://host:port or ws://host:port/path")
+
+
+class WampConnection:
+    """Keeps one WAMP session joined, on a private loop in a daemon thread.
+
+    Work is handed to the loop with `submit()` (any thread). When the session
+    drops, it reconnects with exponential backoff and jitter, forever, until
+    `close()`.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        realm: str,
+        credentials: Credentials,
+        *,
+        name: str = "tidings-wamp",
+        on_join: Callable[[ApplicationSession], Awaitable[None]] | None = None,
+        initial_backoff: float = 0.1,
+        max_backoff: float = 3.0,
+    ) -> None:
+        self.url = url
+        self.realm = realm
+        self._credentials = credentials
+        self._on_join = on_join
+        self._initial_backoff = initial_backoff
+        self._max_backoff = max_backoff
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._session: _Session | None = None
+        self._joined = asyncio.Event()
+        self._closing = False
+        self._session_ended: asyncio.Future[None] | None = None
+        self.last_error: str | None = None
+        self.connects = 0
+        self._started = False
+        self._start_lock = threading.Lock()
+
+    # -- lifecycle ---------------------------------------------------------
+    def start(self) -> WampConnection:
+        with self._start_lock:
+            if not self._started:
+                self._started = True
+                self._thread.start()
+        return self
+
+    def close(self, timeout: float = 5.0) -> None:
+        if not self._started or self._closing:
+            return
+        self._closing = True
+
+        async def _leave() -> None:
+            if self._session is not None and self._session.is_attached():
+                self._session.leave()
+            if self._session_ended is not None and not self._session_ended.done():
+                self._session_ended.set_result(None)
+
+        try:
+            asyncio.run_coroutine_threadsafe(_leave(), self._loop).result(timeout)
+        except Exception:  # the loop may already be gone; closing is best effort
+            log.debug("error while leaving", exc_info=True)
+        self._thread.join(timeout)
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    def submit(self, coro: Awaitable[T]) -> Future[T]:
+        """Run a coroutine on the session's loop; thread-safe."""
+        self.start()
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)  # type: ignore[arg-type]
+
+    async def session(self) -> ApplicationSession:
+        """The joined session, waiting (on the session's loop) until there is one."""
+        while True:
+            await self._joined.wait()
+            if self._session is not None and self._session.is_attached():
+                return self._session
+            self._joined.clear()
+
+    def wait_joined(self, timeout: float) -> ApplicationSession:
+        """Block the calling thread until the session has joined."""
+        try:
+            return self.submit(asyncio.wait_for(self.session(), timeout)).result(timeout + 1)
+        except TimeoutError as exc:
+            raise TimeoutError(
+                f"no WAMP session with {self.url} after {timeout:.1f}s"
+                + (f" (last error: {self.last_error})" if self.last_error else "")
+            ) from exc
+
+    @property
+    def is_joined(self) -> bool:
+        return self._session is not None and self._session.is_attached()
+
+    # -- the loop ----------------------------------------------------------
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._connect_forever())
+
+    async def _connect_forever(self) -> None:
+        backoff = self._initial_backoff
+        while not self._closing:
+            joined = await self._connect_once()
+            if self._closing:
+                break
+            if joined:
+                backoff = self._initial_backoff
+            # Jitter keeps a fleet of workers from reconnecting in lockstep.
+            await asyncio.sleep(backoff * (0.5 + random.random()))
+            backoff = min(backoff * 2, self._max_backoff)
+
+    async def _connect_once(self) -> bool:
+        self._session_ended = self._loop.create_future()
+        self._attempt_joined = False
+
+        def make_session() -> _Session:
+            session = _Session(self.realm, self._credentials, self)
+            self._session = session
+            return session
+
+        try:
+            factory, host, port = _transport_factory(self.url, make_session)
+            await self._loop.create_connection(factory, host, port)
+            await self._session_ended
+        except OSError as exc:
+            self.last_error = f"cannot connect to {self.url}: {exc.strerror or exc}"
+            log.debug(self.last_error)
+        finally:
+            self._joined.clear()
+            self._session = None
+        return self._attempt_joined
+
+    # -- callbacks from _Session --------------------------------------------
+    _attempt_joined = False
+
+    async def _joined_session(self, session: _Session, details: Any) -> None:
+        self.connects += 1
+        self._attempt_joined = True
+        self.last_error = None
+        if self._on_join is not None:
+            await self._on_join(session)
+        self._joined.set()
+        log.info("WAMP session %s joined %s at %s", details.session, self.realm, self.url)
+
+    def _left_session(self, session: _Session, details: Any) -> None:
+        self._joined.clear()
+        if details.reason not in ("wamp.close.normal", "wamp.close.goodbye_and_out"):
+            self.last_error = f"{details.reason}: {details.message or ''}".strip(": ")
+            log.warning("WAMP session left %s: %s", self.url, self.last_error)
+
+    def _disconnected_session(self, session: _Session) -> None:
+        self._joined.clear()
+        if self._session_ended is not None and not self._session_ended.done():
+            self._session_ended.set_result(None)

@@ -1,0 +1,143 @@
+"""The Publisher: one long-lived backend WAMP session per process, publishing with acknowledgement."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from concurrent.futures import Future
+from typing import Any
+
+from autobahn.wamp.exception import ApplicationError, TransportLost
+from autobahn.wamp.types import PublishOptions
+
+from publisher import topics
+from publisher.connection import Credentials, WampConnection
+from tidings.settings import BACKEND_AUTHID, REALM, Settings, settings
+
+log = logging.getLogger(__name__)
+
+
+class PublishError(RuntimeError):
+    """The router did not accept the event."""
+
+
+class PublishTimeout(PublishError):
+    """No acknowledgement from the router in time; the router may be down."""
+
+
+class Publisher:
+    """Publishes events through one authenticated WAMP session, from any thread.
+
+    `publish()` returns once the router has acknowledged the event. While the
+    router is unreachable, publishes wait for the reconnect (bounded by the
+    timeout) instead of failing at once, so short outages lose nothing.
+    """
+
+    def __init__(self, config: Settings | None = None, *, name: str = "tidings-publisher") -> None:
+        self._settings = config or settings()
+        self.connection = WampConnection(
+            self._settings.router_url,
+            REALM,
+            Credentials(BACKEND_AUTHID, "wampcra", self._settings.require_backend_secret()),
+            name=name,
+        )
+
+    @property
+    def timeout(self) -> float:
+        """Seconds `publish()` waits for the router's acknowledgement by default."""
+        return self._settings.publish_timeout
+
+    def start(self) -> Publisher:
+        self.connection.start()
+        return self
+
+    def close(self) -> None:
+        self.connection.close()
+
+    def publish(
+        self,
+        topic: str,
+        payload: Any,
+        *,
+        timeout: float | None = None,
+        **options: Any,
+    ) -> None:
+        """Publish and wait for the router's acknowledgement.
+
+        options: exclude_authids, eligible_authids, exclude_sessions, retain.
+        Raises PublishTimeout after `timeout` seconds (default
+        TIDINGS_PUBLISH_TIMEOUT), PublishError if the router refuses, and
+        topics.UnknownTopic for a topic outside the catalogue.
+        """
+        limit = self._settings.publish_timeout if timeout is None else timeout
+        future = self.publish_async(topic, payload, **options)
+        try:
+            future.result(limit)
+        except TimeoutError:
+            future.cancel()
+            raise PublishTimeout(
+                f"router at {self.connection.url} did not acknowledge {topic!r} within {limit:.1f}s"
+                + (f" ({self.connection.last_error})" if self.connection.last_error else "")
+            ) from None
+
+    def publish_async(self, topic: str, payload: Any, **options: Any) -> Future[None]:
+        """Start a publish; the future completes on the router's acknowledgement."""
+        topics.require(topic)
+        publish_options = _publish_options(**options)
+        return self.connection.submit(self._publish(topic, payload, publish_options))
+
+    async def _publish(self, topic: str, payload: Any, options: PublishOptions) -> None:
+        while True:
+            session = await self.connection.session()
+            try:
+                await session.publish(topic, payload, options=options)
+                return
+            except TransportLost:
+                # The session died under us; publish again on the next one.
+                # The event id lets subscribers drop a possible duplicate.
+                await asyncio.sleep(0)
+            except ApplicationError as exc:
+                raise PublishError(f"router refused {topic!r}: {exc.error}") from exc
+
+
+def _publish_options(
+    exclude_authids: list[str] | None = None,
+    eligible_authids: list[str] | None = None,
+    exclude_sessions: list[int] | None = None,
+    retain: bool = False,
+) -> PublishOptions:
+    return PublishOptions(
+        acknowledge=True,
+        exclude_authid=[str(a) for a in exclude_authids] if exclude_authids else None,
+        eligible_authid=[str(a) for a in eligible_authids] if eligible_authids else None,
+        exclude=[int(s) for s in exclude_sessions] if exclude_sessions else None,
+        retain=bool(retain) or None,
+    )
+
+
+_instance: Publisher | None = None
+_instance_pid: int | None = None
+_instance_lock = threading.Lock()
+
+
+def get_publisher() -> Publisher:
+    """The process's Publisher, created on first use.
+
+    Keyed by pid: a forked child (a Celery pool process) never reuses its
+    parent's session or loop thread, which do not survive a fork.
+    """
+    global _instance, _instance_pid
+    pid = os.getpid()
+    if _instance is None or _instance_pid != pid:
+        with _instance_lock:
+            if _instance is None or _instance_pid != pid:
+                _instance = Publisher().start()
+                _instance_pid = pid
+    return _instance
+
+
+def publish(topic: str, payload: Any, **options: Any) -> None:
+    """Publish through the process's Publisher; see `Publisher.publish`."""
+    get_publisher().publish(topic, payload, **options)

@@ -1,0 +1,127 @@
+"""The pipeline end to end: Celery task or raw event → worker → Crossbar → subscriber."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+from celery import Celery
+from kombu import Connection, Exchange, Producer, Queue
+
+from tests.support.clients import Subscriber
+
+
+def plain_celery(broker_url: str) -> Celery:
+    """A Celery client that knows nothing of tidings, as another app would have."""
+    return Celery("someapp", broker=broker_url, set_as_current=False)
+
+
+def post_raw(broker_url: str, body: bytes | str | dict, routing_key: str = "entity.updated"):
+    if isinstance(body, dict):
+        body = json.dumps(body)
+    with Connection(broker_url) as conn:
+        exchange = Exchange("tidings.events", type="topic", durable=True)
+        Producer(conn.channel(), exchange=exchange).publish(
+            body,
+            routing_key=routing_key,
+            content_type="application/json",
+            content_encoding="utf-8",
+            declare=[exchange],
+            delivery_mode=2,
+            serializer=None,
+        )
+
+
+def test_task_from_plain_celery_client_reaches_subscriber(router, worker, broker_url):
+    sub = Subscriber(router.ws_url, "7", ["tidings.user.7"]).start()
+    try:
+        client = plain_celery(broker_url)
+        client.send_task(
+            "tidings.publish", ["tidings.user.7", {"text": "hello"}], {}, queue="tidings"
+        )
+        (event,) = sub.wait_count(1)
+        assert event["text"] == "hello"
+        uuid.UUID(event["event_id"])  # stamped by the worker so clients can drop duplicates
+    finally:
+        sub.close()
+
+
+def test_raw_event_reaches_subscriber(router, worker, broker_url):
+    perms = ["entity:order:view"]
+    sub = Subscriber(router.ws_url, "8", ["tidings.entity.order.42"], perms).start()
+    try:
+        event_id = str(uuid.uuid4())
+        post_raw(broker_url, {
+            "event_id": event_id, "type": "entity.updated", "entity": "order", "id": 42,
+            "changed_by": 7, "fields": ["status"], "at": "2026-11-28T10:00:00Z",
+        })
+        (event,) = sub.wait_count(1)
+        assert event == {
+            "event_id": event_id, "action": "updated", "entity": "order", "id": 42,
+            "changed_by": 7, "fields": ["status"], "at": "2026-11-28T10:00:00Z",
+        }
+    finally:
+        sub.close()
+
+
+def test_raw_event_without_id_gets_one(router, worker, broker_url):
+    sub = Subscriber(router.ws_url, "9", ["tidings.user.9"]).start()
+    try:
+        post_raw(broker_url, {"type": "publish", "topic": "tidings.user.9", "payload": {"n": 1}},
+                 routing_key="publish")
+        (event,) = sub.wait_count(1)
+        assert event["n"] == 1
+        uuid.UUID(event["event_id"])
+    finally:
+        sub.close()
+
+
+def read_dead(broker_url: str, marker: str, timeout: float = 10) -> dict:
+    """The dead-lettered message whose body contains `marker`, with its headers."""
+    deadline = time.monotonic() + timeout
+    with Connection(broker_url) as conn:
+        queue = Queue("tidings.events.dead", durable=True)(conn.channel())
+        while time.monotonic() < deadline:
+            message = queue.get(no_ack=False)
+            if message is None:
+                time.sleep(0.1)
+                continue
+            body = message.body.decode("utf-8", "replace") if isinstance(
+                message.body, bytes) else message.body
+            if marker in body:
+                message.ack()
+                return {"body": body, "headers": message.headers}
+            message.requeue()
+    raise AssertionError(f"no dead-lettered message containing {marker!r}")
+
+
+def test_malformed_events_are_dead_lettered_and_the_next_one_arrives(router, worker, broker_url):
+    sub = Subscriber(router.ws_url, "10", ["tidings.user.10"]).start()
+    try:
+        cases = {
+            "not-json": (b"{not json", "not JSON"),
+            "wrong-schema": ({"type": "entity.updated", "entity": "order", "id": [1]}, "id must"),
+            "unknown-type": ({"type": "rocket.launched"}, "unknown event type"),
+            "unknown-topic": (
+                {"type": "publish", "topic": "other.topic", "payload": {}}, "not in the catalogue"
+            ),
+        }
+        for name, (body, _) in cases.items():
+            marker = f"marker-{name}-{uuid.uuid4()}"
+            if isinstance(body, bytes):
+                body = body + marker.encode()
+            else:
+                body = {**body, "note": marker}
+            cases[name] = (body, cases[name][1], marker)
+            post_raw(broker_url, body)
+        post_raw(broker_url, {"type": "publish", "topic": "tidings.user.10",
+                              "payload": {"after": "poison"}}, routing_key="publish")
+        (event,) = sub.wait_count(1)
+        assert event["after"] == "poison"
+        for name, (_, reason, marker) in cases.items():
+            dead = read_dead(broker_url, marker)
+            assert reason in dead["headers"]["x-tidings-reason"], name
+        assert worker.alive()
+    finally:
+        sub.close()

@@ -1,0 +1,1 @@
+"""tidings: real-time notifications from domain events to browsers over WAMP."""

@@ -1,0 +1,187 @@
+"""The `tidings` command line: tickets, publishing, and running the router and workers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from tidings.settings import ConfigError, Settings, load
+
+
+class CliError(Exception):
+    """A mistake the user can fix; printed as one line, without a traceback."""
+
+
+def _venv_bin(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+def _router_env(config: Settings) -> dict[str, str]:
+    """The environment the router needs, with secrets checked (dev defaults filled in)."""
+    env = dict(os.environ)
+    env["TIDINGS_SECRET"] = config.require_secret()
+    env["TIDINGS_BACKEND_SECRET"] = config.require_backend_secret()
+    return env
+
+
+# -- subcommands ----------------------------------------------------------------
+def cmd_ticket(args: argparse.Namespace, config: Settings) -> int:
+    from publisher import tickets
+
+    try:
+        print(tickets.issue(config.require_secret(), args.user, args.perm, args.ttl))
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    return 0
+
+
+def _parse_json(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise CliError(f"{what} is not valid JSON: {exc}") from None
+
+
+def send_task(config: Settings, name: str, args: list[Any], kwargs: dict[str, Any]) -> str:
+    """Enqueue a tidings task on the durable `tidings` queue; fails fast if the broker is down."""
+    from kombu.exceptions import OperationalError
+
+    from workers.celery_app import app
+
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=3)
+            result = app.send_task(name, args, kwargs, queue="tidings", connection=conn)
+    except (OperationalError, OSError) as exc:
+        from kombu import Connection
+
+        where = Connection(config.broker_url).as_uri()
+        raise CliError(f"cannot reach the broker at {where}: {exc}") from None
+    return str(result.id)
+
+
+def cmd_publish(args: argparse.Namespace, config: Settings) -> int:
+    from publisher import topics
+
+    payload = _parse_json(args.payload, "the payload")
+    if not isinstance(payload, dict):
+        raise CliError("the payload must be a JSON object, e.g. '{\"text\": \"hello\"}'")
+    try:
+        topics.require(args.topic)
+    except topics.UnknownTopic as exc:
+        raise CliError(str(exc)) from None
+    kwargs: dict[str, Any] = {"retain": args.retain}
+    if args.exclude:
+        kwargs["exclude_authids"] = args.exclude
+    if args.only:
+        kwargs["eligible_authids"] = args.only
+    task_id = send_task(config, "tidings.publish", [args.topic, payload], kwargs)
+    print(f"queued tidings.publish {task_id}")
+    return 0
+
+
+def cmd_router(args: argparse.Namespace, config: Settings) -> int:
+    env = _router_env(config)
+    cbdir = Path(args.cbdir or config.cbdir)
+    if not (cbdir / "config.json").is_file():
+        raise CliError(f"no router configuration at {cbdir / 'config.json'}")
+    argv = [_venv_bin("crossbar"), "start", "--cbdir", str(cbdir), "--loglevel", args.loglevel]
+    os.execve(argv[0], argv, env)
+    return 0  # not reached
+
+
+def worker_argv(concurrency: int, pool: str, loglevel: str) -> list[str]:
+    return [
+        _venv_bin("celery"),
+        "-A",
+        "workers.celery_app",
+        "worker",
+        "-Q",
+        "tidings",
+        "--pool",
+        pool,
+        "--concurrency",
+        str(concurrency),
+        "--loglevel",
+        loglevel,
+        "--without-gossip",
+        "--without-mingle",
+        "--hostname",
+        f"tidings-{os.getpid()}@%h",
+    ]
+
+
+def cmd_worker(args: argparse.Namespace, config: Settings) -> int:
+    config.require_backend_secret()
+    env = dict(os.environ)
+    env["TIDINGS_BACKEND_SECRET"] = config.require_backend_secret()
+    argv = worker_argv(args.concurrency, args.pool, args.loglevel)
+    os.execve(argv[0], argv, env)
+    return 0  # not reached
+
+
+def cmd_run(args: argparse.Namespace, config: Settings) -> int:
+    from tidings.supervise import run_all
+
+    _router_env(config)  # refuse early, with one line, if secrets are missing
+    return run_all(config)
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
+    "ticket": cmd_ticket,
+    "publish": cmd_publish,
+    "router": cmd_router,
+    "worker": cmd_worker,
+    "run": cmd_run,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tidings", description="Real-time notifications: domain events to browsers over WAMP."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("ticket", help="print a one-time browser ticket (JWT) for a user")
+    p.add_argument("--user", required=True, help="user id; becomes the WAMP authid")
+    p.add_argument("--perm", action="append", default=[], help="permission, e.g. entity:order:view")
+    p.add_argument("--ttl", type=int, default=300, help="seconds until it expires (max 3600)")
+
+    p = sub.add_parser("publish", help="enqueue tidings.publish(TOPIC, PAYLOAD)")
+    p.add_argument("topic", help="a catalogue topic, e.g. tidings.user.7")
+    p.add_argument("payload", help="a JSON object")
+    p.add_argument("--retain", action="store_true", help="the router keeps it for late joiners")
+    p.add_argument("--exclude", action="append", help="user id not to deliver to")
+    p.add_argument("--only", action="append", help="deliver only to this user id")
+
+    p = sub.add_parser("router", help="start the Crossbar router (foreground)")
+    p.add_argument("--cbdir", help="router directory (default .crossbar or TIDINGS_CBDIR)")
+    p.add_argument("--loglevel", default="info")
+
+    p = sub.add_parser("worker", help="start a Celery worker (foreground)")
+    p.add_argument("--concurrency", type=int, default=8, help="threads running tasks")
+    p.add_argument("--pool", default="threads", help="Celery pool: threads, prefork or solo")
+    p.add_argument("--loglevel", default="INFO")
+
+    sub.add_parser("run", help="router and worker together (Ctrl-C stops both)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args, load())
+    except (CliError, ConfigError) as exc:
+        print(f"tidings {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

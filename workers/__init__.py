@@ -1,0 +1,1 @@
+"""Celery workers: consume domain events from RabbitMQ and publish them through the Publisher."""

@@ -1,0 +1,49 @@
+"""The Celery application of tidings and its configuration."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_process_init
+
+from tidings.settings import settings
+from workers.queues import TASK_QUEUE_NAME, task_queue
+
+app = Celery("tidings", include=["workers.tasks"])
+app.conf.update(
+    broker_url=settings().broker_url,
+    broker_connection_retry_on_startup=True,
+    # JSON only: a pickle payload from the network would be code execution.
+    task_serializer="json",
+    accept_content=["json"],
+    result_serializer="json",
+    task_ignore_result=True,
+    result_backend=None,
+    # At-least-once: a message is acked only after the task (and so the
+    # router's acknowledgement) is done, and requeued if the worker dies.
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    task_queues=(task_queue,),
+    task_default_queue=TASK_QUEUE_NAME,
+    task_default_exchange=TASK_QUEUE_NAME,
+    task_default_routing_key=TASK_QUEUE_NAME,
+    task_create_missing_queues=False,
+    # Tasks take about a millisecond; a deeper prefetch keeps the pool busy.
+    worker_prefetch_multiplier=32,
+    worker_send_task_events=False,
+    task_send_sent_event=False,
+)
+
+# Registers the raw domain-event consumer with every `celery worker` of this app.
+from workers.raw_consumer import RawEventConsumer  # noqa: E402
+
+app.steps["consumer"].add(RawEventConsumer)
+
+
+@worker_process_init.connect
+def _connect_publisher(**_: Any) -> None:
+    """A prefork pool process connects its own Publisher right after the fork."""
+    from publisher import get_publisher
+
+    get_publisher()

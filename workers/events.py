@@ -1,0 +1,193 @@
+"""Domain events: validate them and turn each into the WAMP publishes it stands for."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from publisher import topics
+
+# Browsers refuse WebSocket messages above 64 KiB (.crossbar/config.json);
+# an event must fit in one with room for the WAMP envelope.
+MAX_EVENT_BYTES = 60 * 1024
+_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+ENTITY_ACTIONS = ("created", "updated", "deleted")
+
+
+class InvalidEvent(ValueError):
+    """The event cannot be published; the message is the reason given to the dead-letter queue."""
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One WAMP publish: topic, payload and publish options."""
+
+    topic: str
+    payload: dict[str, Any]
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def new_event_id() -> str:
+    return str(uuid.uuid4())
+
+
+def decode(body: bytes | str) -> dict[str, Any]:
+    """Parse a raw message body into an event object."""
+    if len(body) > MAX_EVENT_BYTES:
+        raise InvalidEvent(f"event is {len(body)} bytes; the limit is {MAX_EVENT_BYTES}")
+    try:
+        event = json.loads(body)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InvalidEvent(f"not JSON: {exc}") from None
+    if not isinstance(event, dict):
+        raise InvalidEvent(f"event must be a JSON object, not {type(event).__name__}")
+    return event
+
+
+def plan(event: dict[str, Any]) -> list[Outgoing]:
+    """The publishes a raw domain event stands for; raises InvalidEvent."""
+    kind = event.get("type")
+    event_id = _event_id(event.get("event_id"))
+    if kind in ("entity.created", "entity.updated", "entity.deleted"):
+        return entity_changed(
+            event.get("entity"),
+            event.get("id"),
+            action=kind.split(".", 1)[1],
+            changed_by=event.get("changed_by"),
+            fields=event.get("fields"),
+            event_id=event_id,
+            at=event.get("at"),
+        )
+    if kind in ("maintenance.on", "maintenance.off"):
+        return [
+            maintenance(
+                kind == "maintenance.on",
+                message=event.get("message"),
+                by=event.get("by"),
+                event_id=event_id,
+                at=event.get("at"),
+            )
+        ]
+    if kind == "publish":
+        return [publish(event.get("topic"), event.get("payload"), event_id=event_id)]
+    raise InvalidEvent(f"unknown event type {kind!r}")
+
+
+def publish(
+    topic: Any, payload: Any, *, event_id: str | None = None, **options: Any
+) -> Outgoing:
+    """A publish to a catalogue topic; the payload gets an `event_id` if it has none."""
+    try:
+        topics.require(topic)
+    except topics.UnknownTopic as exc:
+        raise InvalidEvent(str(exc)) from None
+    if not isinstance(payload, dict):
+        raise InvalidEvent(f"payload must be a JSON object, not {type(payload).__name__}")
+    stamped = {**payload, "event_id": _event_id(payload.get("event_id") or event_id)}
+    _check_size(stamped)
+    return Outgoing(topic, stamped, {k: v for k, v in options.items() if v})
+
+
+def entity_changed(
+    entity: Any,
+    entity_id: Any,
+    *,
+    action: Any = "updated",
+    changed_by: Any = None,
+    fields: Any = None,
+    event_id: str | None = None,
+    at: Any = None,
+    exclude_sessions: list[int] | None = None,
+) -> list[Outgoing]:
+    """A record changed: its own topic, and for created/deleted its collection topic too."""
+    if not isinstance(entity, str) or not _NAME.match(entity):
+        raise InvalidEvent("entity must be a name of letters, digits, '_' or '-'")
+    if isinstance(entity_id, bool) or not isinstance(entity_id, int | str):
+        raise InvalidEvent("id must be an integer or a string")
+    if not _NAME.match(str(entity_id)):
+        raise InvalidEvent("id must be letters, digits, '_' or '-'")
+    if action not in ENTITY_ACTIONS:
+        raise InvalidEvent(f"action must be one of {', '.join(ENTITY_ACTIONS)}")
+    if changed_by is not None and (
+        isinstance(changed_by, bool) or not isinstance(changed_by, int | str)
+    ):
+        raise InvalidEvent("changed_by must be a user id (integer or string)")
+    if fields is not None and (
+        not isinstance(fields, list) or not all(isinstance(f, str) for f in fields)
+    ):
+        raise InvalidEvent("fields must be a list of field names")
+    payload = {
+        "event_id": _event_id(event_id),
+        "action": action,
+        "entity": entity,
+        "id": entity_id,
+        "changed_by": changed_by,
+        "fields": fields,
+        "at": _timestamp(at),
+    }
+    _check_size(payload)
+    options: dict[str, Any] = {"exclude_sessions": exclude_sessions} if exclude_sessions else {}
+    out = [Outgoing(topics.entity_topic(entity, entity_id), payload, options)]
+    if action in ("created", "deleted"):
+        out.append(Outgoing(topics.collection_topic(entity), payload, options))
+    return out
+
+
+def maintenance(
+    enabled: Any,
+    *,
+    message: Any = None,
+    by: Any = None,
+    event_id: str | None = None,
+    at: Any = None,
+) -> Outgoing:
+    """Maintenance mode on or off; retained so that late joiners learn the state."""
+    if not isinstance(enabled, bool):
+        raise InvalidEvent("enabled must be true or false")
+    if message is not None and not isinstance(message, str):
+        raise InvalidEvent("message must be a string")
+    if by is not None and (isinstance(by, bool) or not isinstance(by, int | str)):
+        raise InvalidEvent("by must be a user id (integer or string)")
+    payload = {
+        "event_id": _event_id(event_id),
+        "enabled": enabled,
+        "message": message,
+        "by": by,
+        "at": _timestamp(at),
+    }
+    _check_size(payload)
+    return Outgoing(topics.MAINTENANCE_TOPIC, payload, {"retain": True})
+
+
+def _event_id(value: Any) -> str:
+    if value is None or value == "":
+        return new_event_id()
+    if not isinstance(value, str) or len(value) > 128:
+        raise InvalidEvent("event_id must be a string of at most 128 characters")
+    return value
+
+
+def _timestamp(value: Any) -> str:
+    if value is None:
+        return now_iso()
+    if not isinstance(value, str):
+        raise InvalidEvent("at must be an ISO-8601 timestamp string")
+    try:
+        datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidEvent(f"at is not an ISO-8601 timestamp: {value!r}") from None
+    return value
+
+
+def _check_size(payload: dict[str, Any]) -> None:
+    size = len(json.dumps(payload, separators=(",", ":"), default=str))
+    if size > MAX_EVENT_BYTES:
+        raise InvalidEvent(f"payload is {size} bytes; the limit is {MAX_EVENT_BYTES}")

@@ -1,0 +1,169 @@
+"""Consumes raw JSON domain events from the `tidings.events` exchange inside `celery worker`.
+
+Each message is acked only after the router has acknowledged every publish it
+stands for; an invalid one is moved to `tidings.events.dead` with its reason.
+Publishes are pipelined: the consumer never blocks on the router, so
+heartbeats and other messages keep flowing while acknowledgements are due.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from concurrent.futures import Future
+from typing import Any
+
+from celery import bootsteps
+from kombu import Consumer, Producer
+from kombu.message import Message
+
+from publisher import PublishError, get_publisher
+from workers import events
+from workers.queues import (
+    DEAD_QUEUE_NAME,
+    REASON_HEADER,
+    dead_queue,
+    events_exchange,
+    events_queue,
+)
+
+log = logging.getLogger(__name__)
+
+# Unacked raw events in flight at once; bounds memory while the router is down.
+PREFETCH = 512
+
+
+class _Pending:
+    """One AMQP message waiting for the router to acknowledge its publishes."""
+
+    __slots__ = ("error", "message", "remaining")
+
+    def __init__(self, message: Message, count: int) -> None:
+        self.message = message
+        self.remaining = count
+        self.error: str | None = None
+
+
+class RawEventConsumer(bootsteps.ConsumerStep):  # type: ignore[misc]
+    """A Celery consumer step for raw domain events (see module docstring)."""
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self._settled: deque[_Pending] = deque()
+        self._lock = threading.Lock()
+        self._hub: Any = None
+        self._producer: Producer | None = None
+        self.consumed = 0
+        self.dead_lettered = 0
+
+    def get_consumers(self, channel: Any) -> list[Consumer]:
+        events_exchange(channel).declare()
+        events_queue(channel).declare()
+        dead_queue(channel).declare()
+        channel.basic_qos(0, PREFETCH, False)
+        self._producer = Producer(channel)
+        return [Consumer(channel, queues=[events_queue], on_message=self.on_message, no_ack=False)]
+
+    def start(self, c: Any) -> None:
+        self._hub = c.hub
+        get_publisher()  # connect now, not on the first event
+        super().start(c)
+
+    # -- receiving ----------------------------------------------------------
+    def on_message(self, message: Message) -> None:
+        self.consumed += 1
+        try:
+            outgoing = events.plan(events.decode(message.body))
+        except events.InvalidEvent as exc:
+            self._dead_letter(message, str(exc))
+            return
+        pending = _Pending(message, len(outgoing))
+        publisher = get_publisher()
+        for item in outgoing:
+            try:
+                future = publisher.publish_async(item.topic, item.payload, **item.options)
+            except Exception as exc:  # e.g. an unknown topic: the input is at fault
+                self._settle(pending, f"cannot publish: {exc}")
+                continue
+            if self._hub is None:
+                # No event loop (an unusual pool): settle synchronously.
+                self._settle(pending, _error_of(future, wait=True))
+            else:
+                future.add_done_callback(lambda f, p=pending: self._on_published(p, f))
+
+    # -- settling (publisher thread → consumer thread) -----------------------
+    def _on_published(self, pending: _Pending, future: Future[None]) -> None:
+        with self._lock:
+            pending.remaining -= 1
+            error = _error_of(future)
+            if error and not pending.error:
+                pending.error = error
+            if pending.remaining:
+                return
+            self._settled.append(pending)
+        # AMQP channels are not thread-safe: ack on the consumer's own loop.
+        self._hub.call_soon(self._flush)
+
+    def _settle(self, pending: _Pending, error: str | None) -> None:
+        pending.remaining -= 1
+        if error and not pending.error:
+            pending.error = error
+        if pending.remaining <= 0:
+            self._finish(pending)
+
+    def _flush(self) -> None:
+        while True:
+            with self._lock:
+                if not self._settled:
+                    return
+                pending = self._settled.popleft()
+            self._finish(pending)
+
+    def _finish(self, pending: _Pending) -> None:
+        try:
+            if pending.error:
+                self._dead_letter(pending.message, pending.error)
+            else:
+                pending.message.ack()
+        except Exception:
+            # The channel died since delivery; RabbitMQ redelivers the message.
+            log.warning("could not settle a raw event; it will be redelivered", exc_info=True)
+
+    def _dead_letter(self, message: Message, reason: str) -> None:
+        log.warning("dead-lettering raw event: %s", reason)
+        assert self._producer is not None
+        properties = message.properties or {}
+        # Publish first, then ack: a crash in between duplicates, never loses.
+        self._producer.publish(
+            message.body,
+            exchange="",
+            routing_key=DEAD_QUEUE_NAME,
+            headers={
+                **(message.headers or {}),
+                REASON_HEADER: reason,
+                "x-tidings-routing-key": message.delivery_info.get("routing_key", ""),
+            },
+            content_type=message.content_type or properties.get("content_type"),
+            content_encoding=message.content_encoding,
+            delivery_mode=2,
+            serializer=None,
+        )
+        message.ack()
+        self.dead_lettered += 1
+
+
+def _error_of(future: Future[None], wait: bool = False) -> str | None:
+    try:
+        if wait:
+            future.result()
+        error = future.exception()
+    except Exception as exc:
+        return _describe(exc)
+    return _describe(error) if error else None
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, PublishError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
