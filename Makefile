@@ -32,6 +32,7 @@ run-worker: install
 
 test: install
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/pytest -m "not soak" $(PYTEST_ARGS)
 
 lint: install

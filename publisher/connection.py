@@ -49,14 +49,14 @@ class _Session(ApplicationSession):
         self._credentials = credentials
         self._owner = owner
 
-    def onConnect(self) -> None:  # noqa: N802 (autobahn's name)
+    def onConnect(self) -> None:
         self.join(
             self.config.realm,
             authmethods=[self._credentials.method],
             authid=self._credentials.authid,
         )
 
-    def onChallenge(self, challenge: Any) -> str:  # noqa: N802
+    def onChallenge(self, challenge: Any) -> str:
         secret = self._credentials.current_secret()
         if challenge.method == "wampcra":
             key: str | bytes = secret
@@ -73,14 +73,14 @@ class _Session(ApplicationSession):
             return secret
         raise JoinRefused(f"router asked for unsupported auth method {challenge.method!r}")
 
-    async def onJoin(self, details: Any) -> None:  # noqa: N802
+    async def onJoin(self, details: Any) -> None:
         await self._owner._joined_session(self, details)
 
-    def onLeave(self, details: Any) -> None:  # noqa: N802
+    def onLeave(self, details: Any) -> None:
         self._owner._left_session(self, details)
         self.disconnect()
 
-    def onDisconnect(self) -> None:  # noqa: N802
+    def onDisconnect(self) -> None:
         self._owner._disconnected_session(self)
 
 
@@ -95,9 +95,7 @@ def _transport_factory(url: str, make_session: Callable[[], _Session]) -> tuple[
             parts.port or 8081,
         )
     if parts.scheme == "ws":
-        factory = WampWebSocketClientFactory(
-            make_session, url=url, serializers=[JsonSerializer()]
-        )
+        factory = WampWebSocketClientFactory(make_session, url=url, serializers=[JsonSerializer()])
         return factory, host, parts.port or 80
     raise ValueError(f"unsupported router URL {url!r}: use rs://host:port or ws://host:port/path")
 

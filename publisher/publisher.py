@@ -1,4 +1,4 @@
-"""The Publisher: one long-lived backend WAMP session per process, publishing with acknowledgement."""
+"""The Publisher: one long-lived backend WAMP session per process; publishes are acknowledged."""
 
 from __future__ import annotations
 

@@ -52,14 +52,27 @@ def test_raw_event_reaches_subscriber(router, worker, broker_url):
     sub = Subscriber(router.ws_url, "8", ["tidings.entity.order.42"], perms).start()
     try:
         event_id = str(uuid.uuid4())
-        post_raw(broker_url, {
-            "event_id": event_id, "type": "entity.updated", "entity": "order", "id": 42,
-            "changed_by": 7, "fields": ["status"], "at": "2026-11-28T10:00:00Z",
-        })
+        post_raw(
+            broker_url,
+            {
+                "event_id": event_id,
+                "type": "entity.updated",
+                "entity": "order",
+                "id": 42,
+                "changed_by": 7,
+                "fields": ["status"],
+                "at": "2026-11-28T10:00:00Z",
+            },
+        )
         (event,) = sub.wait_count(1)
         assert event == {
-            "event_id": event_id, "action": "updated", "entity": "order", "id": 42,
-            "changed_by": 7, "fields": ["status"], "at": "2026-11-28T10:00:00Z",
+            "event_id": event_id,
+            "action": "updated",
+            "entity": "order",
+            "id": 42,
+            "changed_by": 7,
+            "fields": ["status"],
+            "at": "2026-11-28T10:00:00Z",
         }
     finally:
         sub.close()
@@ -68,8 +81,11 @@ def test_raw_event_reaches_subscriber(router, worker, broker_url):
 def test_raw_event_without_id_gets_one(router, worker, broker_url):
     sub = Subscriber(router.ws_url, "9", ["tidings.user.9"]).start()
     try:
-        post_raw(broker_url, {"type": "publish", "topic": "tidings.user.9", "payload": {"n": 1}},
-                 routing_key="publish")
+        post_raw(
+            broker_url,
+            {"type": "publish", "topic": "tidings.user.9", "payload": {"n": 1}},
+            routing_key="publish",
+        )
         (event,) = sub.wait_count(1)
         assert event["n"] == 1
         uuid.UUID(event["event_id"])
@@ -87,8 +103,11 @@ def read_dead(broker_url: str, marker: str, timeout: float = 10) -> dict:
             if message is None:
                 time.sleep(0.1)
                 continue
-            body = message.body.decode("utf-8", "replace") if isinstance(
-                message.body, bytes) else message.body
+            body = (
+                message.body.decode("utf-8", "replace")
+                if isinstance(message.body, bytes)
+                else message.body
+            )
             if marker in body:
                 message.ack()
                 return {"body": body, "headers": message.headers}
@@ -104,19 +123,20 @@ def test_malformed_events_are_dead_lettered_and_the_next_one_arrives(router, wor
             "wrong-schema": ({"type": "entity.updated", "entity": "order", "id": [1]}, "id must"),
             "unknown-type": ({"type": "rocket.launched"}, "unknown event type"),
             "unknown-topic": (
-                {"type": "publish", "topic": "other.topic", "payload": {}}, "not in the catalogue"
+                {"type": "publish", "topic": "other.topic", "payload": {}},
+                "not in the catalogue",
             ),
         }
         for name, (body, _) in cases.items():
             marker = f"marker-{name}-{uuid.uuid4()}"
-            if isinstance(body, bytes):
-                body = body + marker.encode()
-            else:
-                body = {**body, "note": marker}
+            body = body + marker.encode() if isinstance(body, bytes) else {**body, "note": marker}
             cases[name] = (body, cases[name][1], marker)
             post_raw(broker_url, body)
-        post_raw(broker_url, {"type": "publish", "topic": "tidings.user.10",
-                              "payload": {"after": "poison"}}, routing_key="publish")
+        post_raw(
+            broker_url,
+            {"type": "publish", "topic": "tidings.user.10", "payload": {"after": "poison"}},
+            routing_key="publish",
+        )
         (event,) = sub.wait_count(1)
         assert event["after"] == "poison"
         for name, (_, reason, marker) in cases.items():

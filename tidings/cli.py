@@ -70,7 +70,7 @@ def cmd_publish(args: argparse.Namespace, config: Settings) -> int:
 
     payload = _parse_json(args.payload, "the payload")
     if not isinstance(payload, dict):
-        raise CliError("the payload must be a JSON object, e.g. '{\"text\": \"hello\"}'")
+        raise CliError('the payload must be a JSON object, e.g. \'{"text": "hello"}\'')
     try:
         topics.require(args.topic)
     except topics.UnknownTopic as exc:

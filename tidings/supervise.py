@@ -13,7 +13,7 @@ from tidings.settings import Settings
 
 
 def wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen[bytes]) -> bool:
-    """True once something accepts connections on host:port; False if `proc` died or time ran out."""
+    """True once host:port accepts connections; False if `proc` died or time ran out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -40,7 +40,11 @@ def run_all(config: Settings) -> int:
             except subprocess.TimeoutExpired:
                 child.kill()
 
-    signal.signal(signal.SIGTERM, lambda *_: (stop(), sys.exit(143)))
+    def terminate(*_: object) -> None:
+        stop()
+        sys.exit(143)
+
+    signal.signal(signal.SIGTERM, terminate)
     try:
         router = subprocess.Popen([*tidings, "router"])
         children.append(router)

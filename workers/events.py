@@ -81,9 +81,7 @@ def plan(event: dict[str, Any]) -> list[Outgoing]:
     raise InvalidEvent(f"unknown event type {kind!r}")
 
 
-def publish(
-    topic: Any, payload: Any, *, event_id: str | None = None, **options: Any
-) -> Outgoing:
+def publish(topic: Any, payload: Any, *, event_id: str | None = None, **options: Any) -> Outgoing:
     """A publish to a catalogue topic; the payload gets an `event_id` if it has none."""
     try:
         topics.require(topic)

@@ -12,6 +12,7 @@ import logging
 import threading
 from collections import deque
 from concurrent.futures import Future
+from functools import partial
 from typing import Any
 
 from celery import bootsteps
@@ -90,7 +91,7 @@ class RawEventConsumer(bootsteps.ConsumerStep):  # type: ignore[misc]
                 # No event loop (an unusual pool): settle synchronously.
                 self._settle(pending, _error_of(future, wait=True))
             else:
-                future.add_done_callback(lambda f, p=pending: self._on_published(p, f))
+                future.add_done_callback(partial(self._on_published, pending))
 
     # -- settling (publisher thread → consumer thread) -----------------------
     def _on_published(self, pending: _Pending, future: Future[None]) -> None:

@@ -1,4 +1,4 @@
-"""The Celery tasks of the contract: tidings.publish, tidings.entity_changed, tidings.maintenance."""
+"""The Celery tasks of the contract: publish, entity_changed and maintenance."""
 
 from __future__ import annotations
 
@@ -42,18 +42,21 @@ class PublishingTask(Task):  # type: ignore[misc]
             for future in futures:
                 future.cancel()
             delay = min(0.5 * 2**self.request.retries, MAX_RETRY_DELAY)
-            exc = PublishTimeout(
-                f"router did not acknowledge in time ({publisher.connection.last_error or 'no ack'})"
-            )
-            log.warning("%s; retrying in %.1fs", exc, delay)
-            raise self.retry(exc=exc, countdown=delay, max_retries=None) from None
+            why = publisher.connection.last_error or "no acknowledgement"
+            timeout = PublishTimeout(f"router did not acknowledge in time ({why})")
+            log.warning("%s; retrying in %.1fs", timeout, delay)
+            raise self.retry(exc=timeout, countdown=delay, max_retries=None) from None
         return len(outgoing)
 
     def dead_letter(self, reason: str) -> None:
         log.warning("task %s %s is invalid: %s", self.name, self.request.id, reason)
         body = json.dumps(
-            {"task": self.name, "id": self.request.id, "args": self.request.args,
-             "kwargs": self.request.kwargs},
+            {
+                "task": self.name,
+                "id": self.request.id,
+                "args": self.request.args,
+                "kwargs": self.request.kwargs,
+            },
             default=str,
         )
         with self.app.producer_or_acquire() as producer:
@@ -95,7 +98,7 @@ def publish(
 def entity_changed(
     self: PublishingTask,
     entity: str,
-    id: int | str,  # noqa: A002 (the contract's name)
+    id: int | str,
     action: str = "updated",
     changed_by: int | str | None = None,
     fields: list[str] | None = None,

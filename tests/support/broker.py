@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from kombu import Connection
 
@@ -29,12 +31,36 @@ def docker_answers() -> bool:
     return result.returncode == 0
 
 
+def _rabbitmqctl(*args: str) -> bool:
+    result = subprocess.run(["rabbitmqctl", *args], capture_output=True, timeout=60, check=False)
+    return result.returncode == 0
+
+
+@contextmanager
+def isolated_vhost(url: str) -> Iterator[str]:
+    """A fresh vhost on a local broker, deleted afterwards, so that test runs never
+    share the fixed queue names; the URL unchanged where rabbitmqctl cannot help."""
+    parts = urlsplit(url)
+    local = parts.hostname in ("127.0.0.1", "localhost", "::1")
+    name = f"tidings-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    if not (local and shutil.which("rabbitmqctl") and _rabbitmqctl("add_vhost", name)):
+        yield url
+        return
+    try:
+        user = parts.username or "guest"
+        _rabbitmqctl("set_permissions", "-p", name, user, ".*", ".*", ".*")
+        yield urlunsplit(parts._replace(path="/" + quote(name, safe="")))
+    finally:
+        _rabbitmqctl("delete_vhost", name)
+
+
 @contextmanager
 def rabbitmq_url() -> Iterator[str]:
     """Yield an AMQP URL of a running RabbitMQ, or raise with what to do."""
     url = os.environ.get("TIDINGS_BROKER_URL", DEFAULT_URL)
     if reachable(url):
-        yield url
+        with isolated_vhost(url) as isolated:
+            yield isolated
         return
     if docker_answers():
         from testcontainers.rabbitmq import RabbitMqContainer

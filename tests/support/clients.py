@@ -79,8 +79,7 @@ class Subscriber:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise AssertionError(
-                        f"timed out after {timeout}s; {len(self.events)} events: "
-                        f"{self.events[-5:]}"
+                        f"timed out after {timeout}s; {len(self.events)} events: {self.events[-5:]}"
                     )
                 self._cond.wait(left)
             return [p for _, p in self.events]

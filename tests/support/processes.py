@@ -179,7 +179,7 @@ class Worker(Child):
     def __init__(self, router: Router, broker_url: str, logdir: Path, *extra: str, **env: str):
         self.router = router
         self.env = base_env(
-            TIDINGS_ROUTER_URL=router.rs_url, TIDINGS_BROKER_URL=broker_url, **env
+            **{"TIDINGS_ROUTER_URL": router.rs_url, "TIDINGS_BROKER_URL": broker_url, **env}
         )
         self.logdir = logdir
         self.extra = list(extra)

@@ -1,0 +1,74 @@
+"""The Publisher and the worker ride out a router restart without losing events."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from celery import Celery
+
+from publisher import Publisher
+from tests.support.clients import Subscriber
+from tests.support.processes import Worker
+from tests.support.proxy import Proxy
+from tidings.settings import load
+
+
+def test_in_process_publisher_reconnects_and_waits_for_the_router(own_router):
+    config = load()
+    publisher = Publisher(config.__class__(**{**config.__dict__, "router_url": own_router.rs_url}))
+    publisher.start()
+    sub = Subscriber(own_router.ws_url, "21", ["tidings.user.21"]).start()
+    try:
+        publisher.publish("tidings.user.21", {"n": 0}, timeout=10)
+        sub.wait_count(1)
+        sub.close()
+        own_router.stop()
+        # Published while the router is down: waits for the reconnect.
+        done = threading.Event()
+        errors: list[BaseException] = []
+
+        def publish_during_outage() -> None:
+            try:
+                publisher.publish("tidings.user.21", {"n": 1}, timeout=30)
+            except BaseException as exc:
+                errors.append(exc)
+            done.set()
+
+        threading.Thread(target=publish_during_outage, daemon=True).start()
+        time.sleep(1.0)
+        assert not done.is_set(), "publish returned while no router could have acknowledged it"
+        own_router.start()
+        assert done.wait(30), "publish did not complete after the router came back"
+        assert not errors, errors
+        assert publisher.connection.connects >= 2
+    finally:
+        publisher.close()
+
+
+def test_tasks_sent_while_the_router_is_unreachable_arrive_once_it_is_back(
+    router, broker_url, tmp_path: Path
+):
+    # The worker reaches the router through a link the test cuts, while the
+    # subscriber stays connected: so every event must arrive, deterministically.
+    link = Proxy(router.rs_port).start()
+    worker = Worker(router, broker_url, tmp_path, TIDINGS_ROUTER_URL=link.rs_url).start()
+    sub = Subscriber(router.ws_url, "22", ["tidings.user.22"]).start()
+    try:
+        client = Celery("someapp", broker=broker_url, set_as_current=False)
+        client.send_task("tidings.publish", ["tidings.user.22", {"n": -1}], queue="tidings")
+        sub.wait_count(1, timeout=15)
+        link.cut()
+        for n in range(50):
+            client.send_task("tidings.publish", ["tidings.user.22", {"n": n}], queue="tidings")
+        time.sleep(3)
+        assert len(sub.payloads()) == 1, "events passed a cut link"
+        link.restore()
+        events = sub.wait_for(lambda evs: len({e["n"] for e in evs}) >= 51, timeout=60)
+        assert {e["n"] for e in events} == set(range(-1, 50))
+        assert worker.alive()
+    finally:
+        sub.close()
+        worker.stop()
+        link.close()
