@@ -33,6 +33,11 @@ class Settings:
     redis_url: str | None
     cbdir: Path
     publish_timeout: float
+    # Missed-event recovery (publisher/history.py): events kept per topic, and
+    # bounds on the number of topics and on the bytes held in all.
+    history_size: int = 100
+    history_topics: int = 10_000
+    history_bytes: int = 64 * 1024 * 1024
 
     def require_secret(self) -> str:
         if not self.secret:
@@ -55,6 +60,19 @@ def _flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _positive_int(name: str, default: int) -> int:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(f"{name}={text!r} is not a positive whole number; fix or unset it")
+    return value
+
+
 def load() -> Settings:
     """Read the settings from the environment (uncached; see `settings()`)."""
     dev = _flag("TIDINGS_DEV")
@@ -68,6 +86,9 @@ def load() -> Settings:
         redis_url=os.environ.get("TIDINGS_REDIS_URL") or None,
         cbdir=Path(os.environ.get("TIDINGS_CBDIR", PROJECT_ROOT / ".crossbar")),
         publish_timeout=float(os.environ.get("TIDINGS_PUBLISH_TIMEOUT", "10")),
+        history_size=_positive_int("TIDINGS_HISTORY_SIZE", 100),
+        history_topics=_positive_int("TIDINGS_HISTORY_TOPICS", 10_000),
+        history_bytes=_positive_int("TIDINGS_HISTORY_BYTES", 64 * 1024 * 1024),
     )
 
 
