@@ -41,6 +41,20 @@ def may_subscribe_prefix(user: str, perms: Iterable[str], prefix: str) -> bool:
     return False
 
 
+def may_subscribe_wildcard(user: str, perms: Iterable[str], pattern: str) -> bool:
+    """A wildcard subscription (empty URI components match anything), allowed only where
+    every topic it could match is allowed: just the record id may be left open."""
+    parts = pattern.split(".")
+    if any(not _no_wildcards(p) for p in parts) or len(parts) != 4:
+        return False
+    family, entity, record = parts[1], parts[2], parts[3]
+    if parts[0] != "tidings" or family not in ("entity", "presence") or not entity:
+        return False
+    if record and not may_subscribe(user, perms, pattern):
+        return False
+    return f"entity:{entity}:view" in set(perms)
+
+
 def may_call(user: str, perms: Iterable[str], procedure: str) -> bool:
     """Browser procedures: the public `tidings.*` API (each checks its own arguments)."""
     return procedure in PUBLIC_PROCEDURES

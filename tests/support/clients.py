@@ -86,3 +86,32 @@ class Subscriber:
 
     def wait_count(self, count: int, timeout: float = 10) -> list[Any]:
         return self.wait_for(lambda events: len(events) >= count, timeout)
+
+
+def refusal(url: str, credentials: Credentials, timeout: float = 5) -> str:
+    """Connect once and return the router's refusal (error URI and message)."""
+    conn = WampConnection(url, REALM, credentials, name="test-refused").start()
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if conn.is_joined:
+                raise AssertionError("the router accepted credentials it should refuse")
+            if conn.last_error:
+                return conn.last_error
+            time.sleep(0.02)
+        raise AssertionError("no answer from the router")
+    finally:
+        conn.close()
+
+
+def attempt(conn: WampConnection, action: Callable[[Any], Any], timeout: float = 10) -> str | None:
+    """Run `action(session)` on the session's loop; None if it succeeded, else the error URI."""
+
+    async def run() -> str | None:
+        try:
+            await action(await conn.session())
+        except Exception as exc:
+            return str(getattr(exc, "error", repr(exc)))
+        return None
+
+    return conn.submit(run()).result(timeout)

@@ -138,6 +138,13 @@ class Router(Child):
                     root = transport["paths"]["/"]
                     if root.get("type") == "static":
                         root["directory"] = str(ROOT / "web")
+                    # The page's own origin, on this router's port.
+                    ws_options = transport["paths"]["ws"].setdefault("options", {})
+                    if "allowed_origins" in ws_options:
+                        ws_options["allowed_origins"] = [
+                            f"http://127.0.0.1:{self.web_port}",
+                            f"http://localhost:{self.web_port}",
+                        ]
                 elif transport["type"] == "rawsocket":
                     endpoint["port"] = self.rs_port
         return config

@@ -1,0 +1,284 @@
+"""Hostile input, table-driven: every probe gets its exact refusal, and the router stays up
+while other sessions keep receiving."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jwt
+import pytest
+from autobahn.wamp.types import PublishOptions, SubscribeOptions
+
+from publisher import Publisher
+from publisher.connection import Credentials, WampConnection
+from tests.support.clients import Subscriber, attempt, refusal, ticket
+from tests.support.processes import TEST_SECRET
+from tidings.settings import REALM, load
+
+NOT_AUTHORIZED = "tidings.error.not_authorized"
+ORDER_VIEW = ["entity:order:view"]
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _claims(**extra: Any) -> dict[str, Any]:
+    now = int(time.time())
+    return {"sub": "7", "iat": now, "exp": now + 60, "jti": f"j{time.monotonic_ns()}", **extra}
+
+
+def alg_none() -> str:
+    header = _b64(json.dumps({"alg": "none", "typ": "JWT"}).encode())
+    return f"{header}.{_b64(json.dumps(_claims()).encode())}."
+
+
+def not_json() -> str:
+    header = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    return f"{header}.{_b64(b'this is not json')}.{_b64(b'sig')}"
+
+
+TICKETS: dict[str, tuple[Callable[[], str], str]] = {
+    "forged": (
+        lambda: jwt.encode(_claims(), "x" * 32, algorithm="HS256"),
+        "tidings.error.invalid_ticket",
+    ),
+    "expired": (
+        lambda: jwt.encode(_claims(exp=int(time.time()) - 30), TEST_SECRET, algorithm="HS256"),
+        "tidings.error.ticket_expired",
+    ),
+    "future-dated": (
+        lambda: jwt.encode(
+            _claims(iat=int(time.time()) + 600, exp=int(time.time()) + 900),
+            TEST_SECRET,
+            algorithm="HS256",
+        ),
+        "tidings.error.invalid_ticket",
+    ),
+    "too far away": (
+        lambda: jwt.encode(_claims(exp=int(time.time()) + 7200), TEST_SECRET, algorithm="HS256"),
+        "tidings.error.invalid_ticket",
+    ),
+    "alg none": (alg_none, "tidings.error.invalid_ticket"),
+    "alg HS512": (
+        lambda: jwt.encode(
+            _claims(), TEST_SECRET + "-longer-key-for-hs512-" * 3, algorithm="HS512"
+        ),
+        "tidings.error.invalid_ticket",
+    ),
+    "oversized": (
+        lambda: jwt.encode(_claims(pad="x" * 20000), TEST_SECRET, algorithm="HS256"),
+        "tidings.error.invalid_ticket",
+    ),
+    "not json": (not_json, "tidings.error.invalid_ticket"),
+    "garbage": (lambda: "not-a-ticket", "tidings.error.invalid_ticket"),
+    "no jti": (
+        lambda: jwt.encode(
+            {"sub": "7", "exp": int(time.time()) + 60}, TEST_SECRET, algorithm="HS256"
+        ),
+        "tidings.error.invalid_ticket",
+    ),
+    "dotted user": (
+        lambda: jwt.encode(_claims(sub="7.admin"), TEST_SECRET, algorithm="HS256"),
+        "tidings.error.invalid_ticket",
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def bystander(router, worker):
+    """A well-behaved session that must keep receiving whatever the probes do."""
+    sub = Subscriber(router.ws_url, "99", ["tidings.user.99"]).start()
+    publisher = Publisher(load().__class__(**{**load().__dict__, "router_url": router.rs_url}))
+    publisher.start()
+    yield sub, publisher
+    sub.close()
+    publisher.close()
+
+
+def assert_bystander_ok(router, bystander) -> None:
+    sub, publisher = bystander
+    before = len(sub.payloads())
+    publisher.publish("tidings.user.99", {"still": "here"}, timeout=10)
+    sub.wait_count(before + 1)
+    assert router.alive()
+
+
+@pytest.mark.parametrize("case", sorted(TICKETS))
+def test_bad_ticket(router, bystander, case):
+    make, expected = TICKETS[case]
+    error = refusal(router.ws_url, Credentials(None, "ticket", make()))
+    assert error.split(":")[0] == expected, error
+    assert_bystander_ok(router, bystander)
+
+
+def test_replayed_ticket(router, bystander):
+    once = ticket("7")
+    conn = WampConnection(router.ws_url, REALM, Credentials(None, "ticket", once)).start()
+    conn.wait_joined(5)
+    conn.close()
+    error = refusal(router.ws_url, Credentials(None, "ticket", once))
+    assert error.split(":")[0] == "tidings.error.ticket_used", error
+    assert_bystander_ok(router, bystander)
+
+
+def _wildcard(match: str) -> SubscribeOptions:
+    return SubscribeOptions(match=match)
+
+
+# name: (what the browser tries, allowed?)
+ACTIONS: dict[str, tuple[Callable[[Any], Any], bool]] = {
+    "subscribe own user topic": (lambda s: s.subscribe(print, "tidings.user.7"), True),
+    "subscribe another user's topic": (lambda s: s.subscribe(print, "tidings.user.8"), False),
+    "subscribe maintenance": (lambda s: s.subscribe(print, "tidings.maintenance"), True),
+    "subscribe entity with permission": (
+        lambda s: s.subscribe(print, "tidings.entity.order.42"),
+        True,
+    ),
+    "subscribe entity without permission": (
+        lambda s: s.subscribe(print, "tidings.entity.invoice.1"),
+        False,
+    ),
+    "subscribe collection without permission": (
+        lambda s: s.subscribe(print, "tidings.entity.invoice"),
+        False,
+    ),
+    "subscribe presence without permission": (
+        lambda s: s.subscribe(print, "tidings.presence.invoice.1"),
+        False,
+    ),
+    "subscribe a topic outside the catalogue": (lambda s: s.subscribe(print, "other.topic"), False),
+    "prefix tidings.": (
+        lambda s: s.subscribe(print, "tidings.", options=_wildcard("prefix")),
+        False,
+    ),
+    "prefix tidings.user.": (
+        lambda s: s.subscribe(print, "tidings.user.", options=_wildcard("prefix")),
+        False,
+    ),
+    "prefix own user topic": (
+        lambda s: s.subscribe(print, "tidings.user.7", options=_wildcard("prefix")),
+        False,
+    ),
+    "prefix entity with permission": (
+        lambda s: s.subscribe(print, "tidings.entity.order.", options=_wildcard("prefix")),
+        True,
+    ),
+    "prefix entity name without dot": (
+        lambda s: s.subscribe(print, "tidings.entity.order", options=_wildcard("prefix")),
+        False,
+    ),
+    "wildcard any entity": (
+        lambda s: s.subscribe(print, "tidings.entity..42", options=_wildcard("wildcard")),
+        False,
+    ),
+    "wildcard any user": (
+        lambda s: s.subscribe(print, "tidings.user.", options=_wildcard("wildcard")),
+        False,
+    ),
+    "wildcard ids of a permitted entity": (
+        lambda s: s.subscribe(print, "tidings.entity.order.", options=_wildcard("wildcard")),
+        True,
+    ),
+    "publish maintenance": (
+        lambda s: s.publish(
+            "tidings.maintenance", {"enabled": True}, options=PublishOptions(acknowledge=True)
+        ),
+        False,
+    ),
+    "publish entity topic": (
+        lambda s: s.publish(
+            "tidings.entity.order.42", {}, options=PublishOptions(acknowledge=True)
+        ),
+        False,
+    ),
+    "publish own user topic": (
+        lambda s: s.publish("tidings.user.7", {}, options=PublishOptions(acknowledge=True)),
+        False,
+    ),
+    "register a procedure": (lambda s: s.register(print, "tidings.entity.editors"), False),
+    "register outside tidings": (lambda s: s.register(print, "com.example.x"), False),
+    "call wamp.session.list": (lambda s: s.call("wamp.session.list"), False),
+    "call wamp.subscription.list": (lambda s: s.call("wamp.subscription.list"), False),
+    "call the authorizer": (lambda s: s.call("tidings.authorize", {}, "x", "call", {}), False),
+}
+
+
+@pytest.fixture(scope="module")
+def browser(router):
+    conn = WampConnection(
+        router.ws_url, REALM, Credentials(None, "ticket", lambda: ticket("7", ORDER_VIEW))
+    ).start()
+    conn.wait_joined(10)
+    yield conn
+    conn.close()
+
+
+@pytest.mark.parametrize("case", sorted(ACTIONS))
+def test_browser_action(router, bystander, browser, case):
+    action, allowed = ACTIONS[case]
+    assert attempt(browser, action) == (None if allowed else NOT_AUTHORIZED)
+    assert_bystander_ok(router, bystander)
+
+
+def raw_handshake(port: int, origin: str | None) -> str:
+    headers = [
+        "GET /ws HTTP/1.1",
+        f"Host: 127.0.0.1:{port}",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version: 13",
+        "Sec-WebSocket-Protocol: wamp.2.json",
+    ]
+    if origin is not None:
+        headers.append(f"Origin: {origin}")
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(("\r\n".join(headers) + "\r\n\r\n").encode())
+        return sock.recv(4096).decode("latin-1").split("\r\n", 1)[0]
+
+
+@pytest.mark.parametrize(
+    ("origin", "accepted"),
+    [
+        ("http://evil.example", False),
+        ("null", False),
+        ("http://127.0.0.1:{port}", True),
+        (None, True),  # non-browser clients send no Origin
+    ],
+)
+def test_origin_check(router, bystander, origin, accepted):
+    if origin:
+        origin = origin.format(port=router.web_port)
+    status = raw_handshake(router.web_port, origin)
+    assert ("101" in status) is accepted, status
+    assert_bystander_ok(router, bystander)
+
+
+def test_oversized_message_closes_only_that_session(router, bystander, browser):
+    # One ticket only: once dropped, this session cannot come back by itself.
+    big = WampConnection(
+        router.ws_url, REALM, Credentials(None, "ticket", ticket("7", ORDER_VIEW))
+    ).start()
+    try:
+        big.wait_joined(10)
+        # The router drops the connection; the call never gets an answer.
+        error = attempt(
+            big,
+            lambda s: asyncio.wait_for(s.call("tidings.maintenance.status", "x" * 200_000), 5),
+        )
+        assert error is not None
+        deadline = time.monotonic() + 10
+        while big.is_joined and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not big.is_joined, "the router kept a session that sent 200 kB"
+    finally:
+        big.close()
+    assert attempt(browser, lambda s: s.subscribe(print, "tidings.maintenance")) is None
+    assert_bystander_ok(router, bystander)

@@ -1,0 +1,63 @@
+"""One-time tickets across router restarts and several routers, with the Redis store."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+import redis
+
+from publisher.connection import Credentials, WampConnection
+from publisher.jti_store import MemoryJtiStore, RedisJtiStore
+from tests.support.clients import refusal, ticket
+from tests.support.processes import Router
+from tidings.settings import REALM
+
+REDIS_URL = "redis://127.0.0.1:6379/15"
+
+
+@pytest.fixture
+def redis_url():
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        pytest.fail(f"Redis at {REDIS_URL} is needed for this test: {exc}")
+    return REDIS_URL
+
+
+def test_memory_store_refuses_a_second_claim_until_expiry():
+    store = MemoryJtiStore()
+    assert store.claim("a", ttl=60)
+    assert not store.claim("a", ttl=60)
+    assert store.claim("b", ttl=0.001)
+    time.sleep(0.01)
+    assert store.claim("b", ttl=60), "an expired entry must not block forever"
+
+
+def test_redis_store_is_shared(redis_url):
+    jti = str(uuid.uuid4())
+    first, second = RedisJtiStore(redis_url), RedisJtiStore(redis_url)
+    assert first.claim(jti, ttl=5)
+    assert not second.claim(jti, ttl=5)
+
+
+def test_a_used_ticket_stays_used_across_a_router_restart(tmp_path, redis_url):
+    router = Router(tmp_path, TIDINGS_REDIS_URL=redis_url).start()
+    try:
+        once = ticket("7")
+        conn = WampConnection(router.ws_url, REALM, Credentials(None, "ticket", once)).start()
+        conn.wait_joined(10)
+        conn.close()
+        router.restart()
+        error = refusal(router.ws_url, Credentials(None, "ticket", once))
+        assert error.split(":")[0] == "tidings.error.ticket_used", error
+        # A second router sharing the store refuses it too.
+        other = Router(tmp_path / "other", TIDINGS_REDIS_URL=redis_url).start()
+        try:
+            error = refusal(other.ws_url, Credentials(None, "ticket", once))
+            assert error.split(":")[0] == "tidings.error.ticket_used", error
+        finally:
+            other.stop()
+    finally:
+        router.stop()
