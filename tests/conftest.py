@@ -27,8 +27,11 @@ def broker_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Router]:
-    """One router for the session; tests that stop a router start their own."""
+def router(broker_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Router]:
+    """One router for the session; tests that stop a router start their own.
+
+    It knows the broker too: the dev endpoint of the admin page enqueues tasks.
+    """
     proc = Router(tmp_path_factory.mktemp("router")).start()
     yield proc
     proc.stop()
@@ -42,7 +45,7 @@ def worker(router: Router, broker_url: str, tmp_path_factory: pytest.TempPathFac
 
 
 @pytest.fixture
-def own_router(tmp_path: Path) -> Iterator[Router]:
+def own_router(broker_url: str, tmp_path: Path) -> Iterator[Router]:
     """A router this test may stop and restart."""
     proc = Router(tmp_path / "router").start()
     yield proc
