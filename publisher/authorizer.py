@@ -25,6 +25,10 @@ _DENY_CACHED = {"allow": False, "disclose": False, "cache": True}
 _ALLOW_CACHED = {"allow": True, "disclose": False, "cache": True}
 _DENY = {"allow": False, "disclose": False, "cache": False}
 _ALLOW = {"allow": True, "disclose": False, "cache": False}
+# The public procedures check the caller's own permissions (history, editors),
+# so the router must tell them who calls: disclosure is decided here, by the
+# caller's authorization, not by the callee's role.
+_CALL_DISCLOSED = {"allow": True, "disclose": True, "cache": True}
 
 
 def authorize(session: dict[str, Any], uri: str, action: str, options: dict[str, Any]) -> dict:
@@ -47,7 +51,7 @@ def authorize(session: dict[str, Any], uri: str, action: str, options: dict[str,
             return _ALLOW if access.may_subscribe_wildcard(user, perms, uri) else _DENY
         return _DENY
     if action == "call":
-        return _ALLOW_CACHED if access.may_call(user, perms, uri) else _DENY_CACHED
+        return _CALL_DISCLOSED if access.may_call(user, perms, uri) else _DENY_CACHED
     # Browsers never publish and never register.
     return _DENY_CACHED
 
