@@ -85,6 +85,55 @@ def cmd_publish(args: argparse.Namespace, config: Settings) -> int:
     return 0
 
 
+def cmd_maintenance(args: argparse.Namespace, config: Settings) -> int:
+    if args.action == "status":
+        state = call_router(config, "tidings.maintenance.status")
+        print(json.dumps(state) if args.json else describe_maintenance(state))
+        return 0
+    kwargs: dict[str, Any] = {}
+    if args.message is not None:
+        kwargs["message"] = args.message
+    if args.by is not None:
+        kwargs["by"] = args.by
+    task_id = send_task(config, "tidings.maintenance", [args.action == "on"], kwargs)
+    print(f"queued tidings.maintenance {task_id}: maintenance {args.action}")
+    return 0
+
+
+def describe_maintenance(state: dict[str, Any]) -> str:
+    if not state.get("enabled"):
+        return "maintenance off" + (f" since {state['at']}" if state.get("at") else "")
+    line = "maintenance ON" + (f" since {state['at']}" if state.get("at") else "")
+    if state.get("by") is not None:
+        line += f" by {state['by']}"
+    return line + (f": {state['message']}" if state.get("message") else "")
+
+
+def call_router(config: Settings, procedure: str, *args: Any, timeout: float = 5.0) -> Any:
+    """Call a router-side procedure as the backend; fails fast if the router is down."""
+    import asyncio
+
+    from publisher.connection import Credentials, WampConnection
+    from tidings.settings import BACKEND_AUTHID, REALM
+
+    credentials = Credentials(BACKEND_AUTHID, "wampcra", config.require_backend_secret())
+    connection = WampConnection(config.router_url, REALM, credentials, name="tidings-cli")
+
+    async def ask() -> Any:
+        session = await connection.session()
+        return await session.call(procedure, *args)
+
+    try:
+        return connection.submit(asyncio.wait_for(ask(), timeout)).result(timeout + 1)
+    except TimeoutError:
+        why = f" ({connection.last_error})" if connection.last_error else ""
+        raise CliError(f"no answer from the router at {config.router_url}{why}") from None
+    except Exception as exc:
+        raise CliError(f"the router refused {procedure}: {exc}") from None
+    finally:
+        connection.close()
+
+
 def cmd_router(args: argparse.Namespace, config: Settings) -> int:
     env = _router_env(config)
     cbdir = Path(args.cbdir or config.cbdir)
@@ -135,6 +184,7 @@ def cmd_run(args: argparse.Namespace, config: Settings) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "ticket": cmd_ticket,
     "publish": cmd_publish,
+    "maintenance": cmd_maintenance,
     "router": cmd_router,
     "worker": cmd_worker,
     "run": cmd_run,
@@ -158,6 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retain", action="store_true", help="the router keeps it for late joiners")
     p.add_argument("--exclude", action="append", help="user id not to deliver to")
     p.add_argument("--only", action="append", help="deliver only to this user id")
+
+    p = sub.add_parser("maintenance", help="maintenance mode: on, off, or show its status")
+    p.add_argument("action", choices=["on", "off", "status"])
+    p.add_argument("--message", help="what users are told, e.g. 'back at 14:00'")
+    p.add_argument("--by", help="user id of who switched it")
+    p.add_argument("--json", action="store_true", help="status as JSON")
 
     p = sub.add_parser("router", help="start the Crossbar router (foreground)")
     p.add_argument("--cbdir", help="router directory (default .crossbar or TIDINGS_CBDIR)")
