@@ -82,6 +82,11 @@ class _Session(ApplicationSession):
 
     def onDisconnect(self) -> None:
         self._owner._disconnected_session(self)
+        # Fail requests still awaiting the router's reply with TransportLost
+        # (onLeave above does not): otherwise a publish in flight when the
+        # router went away would wait forever instead of going out again on
+        # the next session.
+        super().onDisconnect()
 
 
 def _transport_factory(url: str, make_session: Callable[[], _Session]) -> tuple[Any, str, int]:
