@@ -14,7 +14,7 @@ $(BIN)/tidings: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# crossbar's dependencies need a recent pip to resolve.
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,bench]'
 	touch $@
 
 web/node_modules: web/package.json

@@ -181,6 +181,36 @@ def cmd_run(args: argparse.Namespace, config: Settings) -> int:
     return run_all(config)
 
 
+def cmd_bench(args: argparse.Namespace, config: Settings) -> int:
+    from tidings.settings import PROJECT_ROOT
+
+    # The bench lives in the checkout (bench/), not in the installed package.
+    sys.path.insert(0, str(PROJECT_ROOT))
+    try:
+        from bench import main as bench_main
+    except ImportError as exc:
+        raise CliError(f"tidings bench runs from a checkout with `make bench`: {exc}") from None
+    options = bench_main.Options(
+        broker_url=config.broker_url,
+        out=Path(args.out),
+        seconds=args.seconds,
+        pool=args.pool,
+        concurrency=args.concurrency,
+        only=set(args.only.split(",")) if args.only else set(),
+        keep=args.keep,
+    )
+    if args.quick:
+        options.seconds, options.warmup = min(args.seconds, 3.0), 1.0
+        options.fanout, options.fanout_events, options.sessions, options.hold = (1, 100), 40, 400, 2
+    try:
+        results = bench_main.run(options)
+    except (OSError, RuntimeError, TimeoutError) as exc:
+        raise CliError(f"the bench stopped: {exc}") from None
+    print(bench_main.report.table(results))
+    print(f"\nwrote {options.out / 'results.json'} and {options.out / 'results.png'}")
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "ticket": cmd_ticket,
     "publish": cmd_publish,
@@ -188,6 +218,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "router": cmd_router,
     "worker": cmd_worker,
     "run": cmd_run,
+    "bench": cmd_bench,
 }
 
 
@@ -225,6 +256,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loglevel", default="INFO")
 
     sub.add_parser("run", help="router and worker together (Ctrl-C stops both)")
+
+    p = sub.add_parser("bench", help="the benchmark (make bench): writes bench/results.*")
+    p.add_argument("--out", default="bench", help="folder for results.json and results.png")
+    p.add_argument("--seconds", type=float, default=10.0, help="measured seconds per run")
+    p.add_argument("--pool", default="threads", help="Celery pool of the workers under test")
+    p.add_argument("--concurrency", type=int, default=8, help="pool size per worker process")
+    p.add_argument("--only", help="comma-separated runs: a,a2,a',b,c,d,e,lat-a,...,fanout")
+    p.add_argument("--quick", action="store_true", help="short runs, for trying changes")
+    p.add_argument("--keep", action="store_true", help="keep the processes' logs")
     return parser
 
 

@@ -1,0 +1,197 @@
+"""The load generator: senders for each path, driven at a fixed rate or as fast as delivery allows.
+
+Every event's payload carries its number and its enqueue time, so the
+receiving side can compute rates and latencies on its own clock.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from autobahn.wamp.types import PublishOptions
+from celery import Celery
+from kombu import Connection, Producer
+
+from publisher.connection import Credentials, WampConnection
+from tidings.settings import BACKEND_AUTHID, REALM
+from workers.queues import TASK_QUEUE_NAME, events_exchange
+
+
+def payload(n: int) -> dict[str, Any]:
+    return {"n": n, "t": time.time()}
+
+
+class Sender(Protocol):
+    def send(self, n: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class TaskSender:
+    """Enqueues a Celery task per event, as any application would with `send_task`."""
+
+    def __init__(self, broker_url: str, task: str, topic: str) -> None:
+        self.task = task
+        self.topic = topic
+        self.app = Celery("bench-producer", broker=broker_url, set_as_current=False)
+        self.app.conf.update(task_serializer="json", accept_content=["json"])
+        self._acquired = self.app.producer_or_acquire()
+        self._producer = self._acquired.__enter__()
+
+    def send(self, n: int) -> None:
+        self.app.send_task(
+            self.task, [self.topic, payload(n)], queue=TASK_QUEUE_NAME, producer=self._producer
+        )
+
+    def close(self) -> None:
+        self._acquired.__exit__(None, None, None)
+
+
+class RawSender:
+    """Posts a raw JSON `publish` domain event per event to the `tidings.events` exchange."""
+
+    def __init__(self, broker_url: str, topic: str) -> None:
+        self.topic = topic
+        self._connection = Connection(broker_url)
+        self._producer = Producer(self._connection.channel(), exchange=events_exchange)
+
+    def send(self, n: int) -> None:
+        body = json.dumps(
+            {
+                "event_id": f"bench-{n}",
+                "type": "publish",
+                "topic": self.topic,
+                "payload": payload(n),
+            }
+        )
+        self._producer.publish(
+            body,
+            routing_key="publish",
+            content_type="application/json",
+            content_encoding="utf-8",
+            delivery_mode=2,
+            serializer=None,
+        )
+
+    def close(self) -> None:
+        self._connection.release()
+
+
+class DirectSender:
+    """(d): one persistent backend session publishing straight to the router, acknowledged.
+
+    Events are handed to the session's loop in batches, so the loop publishes
+    back to back and the ceiling is the router's, not a thread hand-off's.
+    """
+
+    def __init__(self, router_url: str, backend_secret: str, topic: str) -> None:
+        self.topic = topic
+        self.connection = WampConnection(
+            router_url,
+            REALM,
+            Credentials(BACKEND_AUTHID, "wampcra", backend_secret),
+            name="bench-direct",
+        ).start()
+        self.connection.wait_joined(15)
+        self._pending: deque[dict[str, Any]] = deque()
+        self._lock = threading.Lock()
+        self._scheduled = False
+        self._options = PublishOptions(acknowledge=True)
+        self.errors = 0
+
+    def send(self, n: int) -> None:
+        with self._lock:
+            self._pending.append(payload(n))
+            if self._scheduled:
+                return
+            self._scheduled = True
+        self.connection.submit(self._flush())
+
+    async def _flush(self) -> None:
+        session = await self.connection.session()
+        with self._lock:
+            batch = list(self._pending)
+            self._pending.clear()
+            self._scheduled = False
+        for item in batch:
+            future = session.publish(self.topic, item, options=self._options)
+            future.add_done_callback(self._on_ack)
+
+    def _on_ack(self, future: Any) -> None:
+        if future.exception() is not None:
+            self.errors += 1
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+@dataclass
+class Driven:
+    """What a drive did: how many events, when it started and stopped (epoch seconds),
+    and (time, delivered so far) samples taken every quarter second."""
+
+    sent: int
+    started: float
+    stopped: float
+    samples: list[tuple[float, int]]
+
+
+def drive(
+    sender: Sender,
+    seconds: float,
+    *,
+    delivered: Callable[[], int],
+    rate: float | None = None,
+    window: int = 1000,
+    tick: Callable[[float], None] = lambda fraction: None,
+) -> Driven:
+    """Send for `seconds`: at `rate` events/s, or (rate None) as fast as delivery allows,
+    never more than `window` events ahead of the subscriber so that queues stay short."""
+    started = time.time()
+    began = time.monotonic()
+    end = began + seconds
+    next_tick = began
+    samples: list[tuple[float, int]] = []
+    n = 0
+    while True:
+        now = time.monotonic()
+        if now >= end:
+            break
+        if now >= next_tick:
+            samples.append((time.time(), delivered()))
+            tick((now - began) / seconds)
+            next_tick += 0.25
+        if rate is not None:
+            due = int((now - began) * rate) + 1
+            while n < due:
+                sender.send(n)
+                n += 1
+            # Sleep to the next event's due time; the scheduler's jitter is part of real life.
+            time.sleep(max(0.0, began + n / rate - time.monotonic()))
+            continue
+        room = window - (n - delivered())
+        if room <= 0:
+            time.sleep(0.0005)
+            continue
+        for _ in range(min(room, 64)):
+            sender.send(n)
+            n += 1
+    samples.append((time.time(), delivered()))
+    tick(1.0)
+    return Driven(n, started, time.time(), samples)
+
+
+def drain(delivered: Callable[[], int], sent: int, timeout: float) -> bool:
+    """Wait until `sent` events were delivered; False if time ran out first."""
+    deadline = time.monotonic() + timeout
+    while delivered() < sent:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True

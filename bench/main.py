@@ -1,0 +1,168 @@
+"""Runs the whole bench: starts the processes, runs each scenario, prints and writes results."""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bench import report, scenarios
+from bench.clients import Swarm
+from bench.monitor import Monitor
+from bench.progress import Progress
+from bench.stack import Stack
+
+THROUGHPUT = ("d", "a'", "a", "e", "b", "c", "a2")
+LATENCY = ("d", "a'", "a", "b", "c")
+
+
+@dataclass
+class Options:
+    broker_url: str
+    out: Path
+    seconds: float = 10.0
+    warmup: float = 2.0
+    rate: float = 200.0
+    fanout: tuple[int, ...] = (1, 100, 1000)
+    fanout_events: int = 100
+    sessions: int = 5000
+    client_processes: int = 4
+    hold: float = 12.0
+    pool: str = "threads"
+    concurrency: int = 8
+    loglevel: str = "WARNING"
+    only: set[str] = field(default_factory=set)
+    keep: bool = False
+
+    def wants(self, key: str) -> bool:
+        return not self.only or key in self.only
+
+
+def _raise_open_files(wanted: int) -> int:
+    """Thousands of sessions need as many descriptors, in the router and the clients."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def _rabbitmq_pids() -> list[int]:
+    return [p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "beam.smp"]
+
+
+def _machine() -> dict[str, Any]:
+    cores = os.cpu_count() or 0
+    memory = psutil.virtual_memory().total / 2**30
+    return {
+        "cores": cores,
+        "memory_gib": round(memory, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "summary": f"{cores} cores, {memory:.0f} GiB, Python {platform.python_version()}",
+    }
+
+
+Step = tuple[str, float, Callable[[scenarios.Bench], Any]]
+
+
+def plan(options: Options) -> list[Step]:
+    """(result name, expected seconds, run) for every scenario the options ask for."""
+    steps: list[Step] = []
+    per_run = options.warmup + options.seconds + 1
+    for key in THROUGHPUT:
+        if options.wants(key):
+            cost = per_run + (8 if key == "a2" else 0) + (4 if key == "c" else 0)
+            steps.append((f"throughput/{key}", cost, partial(scenarios.throughput, path=key)))
+    for key in LATENCY:
+        if options.wants(f"lat-{key}"):
+            run = partial(scenarios.latency, path=key, rate=options.rate)
+            steps.append((f"latency/{key}", per_run, run))
+    if options.wants("fanout"):
+        for size in options.fanout:
+            run = partial(scenarios.fanout, size=size, events=options.fanout_events, rate=25.0)
+            steps.append((f"fanout/{size}", 6 + size / 150, run))
+    if options.wants("connections"):
+        run = partial(
+            scenarios.connections,
+            total=options.sessions,
+            processes=options.client_processes,
+            hold=options.hold,
+        )
+        steps.append(("connections", options.hold + options.sessions / 150, run))
+    return steps
+
+
+def run(options: Options) -> dict[str, Any]:
+    """Run the bench; returns the results (also written to options.out)."""
+    _raise_open_files(max(4 * options.sessions, 16384))
+    steps = plan(options)
+    progress = Progress(15 + sum(cost for _, cost, _ in steps))
+    results: dict[str, Any] = {
+        "machine": _machine(),
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "options": {
+            k: sorted(v) if isinstance(v, set) else v
+            for k, v in asdict(options).items()
+            if k not in ("broker_url", "out")
+        },
+    }
+    began = time.monotonic()
+    workdir = Path(tempfile.mkdtemp(prefix="tidings-bench-"))
+    progress.step("starting the router, a worker and the subscriber", 15)
+    with Stack(
+        workdir,
+        options.broker_url,
+        pool=options.pool,
+        concurrency=options.concurrency,
+        loglevel=options.loglevel,
+    ) as stack:
+        stack.scale_workers(1)
+        subscriber = Swarm(stack.router.ws_url, stack.secret, 1, scenarios.TOPIC, "sub").start()
+        try:
+            subscriber.wait_joined(60)
+            monitor = Monitor()
+            monitor.watch("router", lambda: [stack.router.pid])
+            monitor.watch("worker", stack.worker_pids)
+            monitor.watch("rabbitmq", _rabbitmq_pids)
+            monitor.watch("clients", lambda: [subscriber.pid])
+            monitor.watch("bench", lambda: [os.getpid()])
+            bench = scenarios.Bench(
+                stack, monitor, progress, subscriber, options.seconds, options.warmup
+            )
+            for name, cost, step in steps:
+                progress.step(name, cost)
+                section, _, key = name.partition("/")
+                result = step(bench)
+                if key:
+                    results.setdefault(section, {})[key] = result
+                else:
+                    results[section] = result
+        finally:
+            subscriber.close()
+    results["duration_s"] = round(time.monotonic() - began, 1)
+    results["targets"] = report.judge(results)
+    progress.finish()
+    options.out.mkdir(parents=True, exist_ok=True)
+    report.write_json(results, options.out / "results.json")
+    report.plot(results, options.out / "results.png")
+    if not options.keep:
+        _remove(workdir)
+    results["workdir"] = str(workdir)
+    return results
+
+
+def _remove(folder: Path) -> None:
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)

@@ -1,0 +1,100 @@
+"""CPU and peak memory of the processes under test, per run, sampled with psutil."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import psutil
+
+INTERVAL = 0.2
+
+
+def tree(pid: int) -> list[psutil.Process]:
+    """A process and all its descendants that are still there."""
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def tree_rss(pid: int) -> int:
+    total = 0
+    for proc in tree(pid):
+        try:
+            total += proc.memory_info().rss
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
+@dataclass
+class _Tracked:
+    roots: list[int]
+    cpu: dict[int, float] = field(default_factory=dict)  # pid -> last seen user+system
+    start_cpu: dict[int, float] = field(default_factory=dict)
+    peak_rss: int = 0
+
+    def sample(self) -> None:
+        rss = 0
+        for root in self.roots:
+            for proc in tree(root):
+                try:
+                    with proc.oneshot():
+                        times = proc.cpu_times()
+                        rss += proc.memory_info().rss
+                except psutil.NoSuchProcess:
+                    continue
+                self.cpu[proc.pid] = times.user + times.system
+                self.start_cpu.setdefault(proc.pid, self.cpu[proc.pid])
+        self.peak_rss = max(self.peak_rss, rss)
+
+    def used(self) -> float:
+        return sum(self.cpu[pid] - self.start_cpu[pid] for pid in self.cpu)
+
+
+class Monitor:
+    """Samples named process trees; `measure()` gives each one's CPU and peak memory."""
+
+    def __init__(self) -> None:
+        self._groups: dict[str, Callable[[], list[int]]] = {}
+
+    def watch(self, name: str, pids: Callable[[], list[int]]) -> None:
+        """`pids` is asked at the start of each run: workers come and go between runs."""
+        self._groups[name] = pids
+
+    @contextmanager
+    def measure(self) -> Iterator[dict[str, dict[str, float]]]:
+        """Yields a dict filled at exit: name -> cpu_percent (100 = one core), peak_rss_mb."""
+        tracked = {name: _Tracked(pids()) for name, pids in self._groups.items()}
+        stop = threading.Event()
+
+        def sample_all() -> None:
+            for group in tracked.values():
+                group.sample()
+
+        def loop() -> None:
+            while not stop.wait(INTERVAL):
+                sample_all()
+
+        sample_all()
+        started = time.monotonic()
+        thread = threading.Thread(target=loop, name="bench-monitor", daemon=True)
+        thread.start()
+        result: dict[str, dict[str, float]] = {}
+        try:
+            yield result
+        finally:
+            stop.set()
+            thread.join()
+            sample_all()
+            wall = max(time.monotonic() - started, 1e-9)
+            for name, group in tracked.items():
+                result[name] = {
+                    "cpu_percent": round(100.0 * group.used() / wall, 1),
+                    "peak_rss_mb": round(group.peak_rss / 2**20, 1),
+                }

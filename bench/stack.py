@@ -1,0 +1,146 @@
+"""What a bench run measures: a throw-away vhost, a router with an HTTP bridge, and workers."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+
+from tidings.cli import worker_argv
+from tidings.procs import ROOT, Router, Worker, isolated_vhost, project_router_config
+
+BRIDGE_PATH = "publish"
+BRIDGE_KEY = "tidings-bench"
+
+
+def bench_router_config(bridge_secret: str) -> dict[str, Any]:
+    """The project's router configuration plus Crossbar's HTTP bridge publisher for (b),
+    which takes signed POSTs only, from loopback only."""
+    config = project_router_config()
+    for worker in config["workers"]:
+        for transport in worker.get("transports", []):
+            if transport["type"] == "web":
+                transport["paths"][BRIDGE_PATH] = {
+                    "type": "publisher",
+                    "realm": "tidings",
+                    "role": "backend",
+                    "options": {
+                        "key": BRIDGE_KEY,
+                        "secret": bridge_secret,
+                        "post_body_limit": 65536,
+                        "timestamp_delta_limit": 60,
+                        "require_ip": ["127.0.0.1/32"],
+                    },
+                }
+    return config
+
+
+class BenchWorker(Worker):
+    """`tidings worker` with the baselines' tasks loaded; ready when it answers a ping.
+
+    It runs at WARNING level, like a busy production worker: INFO logs two
+    lines per task, which the bench would otherwise measure as well.
+    """
+
+    def __init__(self, stack: Stack, index: int, pool: str, concurrency: int, loglevel: str):
+        self.hostname = f"bench{index}-{os.getpid()}@localhost"
+        argv = worker_argv(concurrency, pool, loglevel)
+        argv[argv.index("--hostname") + 1] = self.hostname
+        super().__init__(
+            stack.router,
+            stack.broker_url,
+            stack.dir,
+            "--include",
+            "bench.tasks",
+            env=stack.env,
+            name=f"worker{index}",
+            argv=argv,
+        )
+        self._probe = stack.probe
+
+    def start(self, timeout: float = 60) -> BenchWorker:
+        self._spawn([*self.argv, *self.extra], self.env, self.logdir / f"{self.name}.log", ROOT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise RuntimeError(f"the worker exited; see {self.logdir / self.name}.log")
+            if self._probe.control.ping([self.hostname], timeout=0.5):
+                return self
+        raise TimeoutError(f"the worker did not answer within {timeout}s")
+
+
+class Stack:
+    """Router, vhost and workers for one bench run; a context manager that cleans up."""
+
+    def __init__(
+        self, workdir: Path, broker_url: str, *, pool: str, concurrency: int, loglevel: str
+    ) -> None:
+        self.dir = workdir
+        self.pool = pool
+        self.concurrency = concurrency
+        self.loglevel = loglevel
+        self.secret = secrets.token_hex(24)
+        self.backend_secret = secrets.token_hex(24)
+        self.bridge_secret = secrets.token_hex(24)
+        self._broker_root = broker_url
+        self._exit = contextlib.ExitStack()
+        self.workers: list[BenchWorker] = []
+        self.counts = workdir / "counts"
+
+    def __enter__(self) -> Stack:
+        self.broker_url = self._exit.enter_context(
+            isolated_vhost(self._broker_root, prefix="tidings-bench")
+        )
+        self.probe = Celery("bench-probe", broker=self.broker_url, set_as_current=False)
+        self._exit.callback(self.stop_workers, 0)
+        self.router = Router(
+            self.router_env(), self.dir / "router", bench_router_config(self.bridge_secret)
+        )
+        self._exit.callback(self.router.stop)
+        self.router.start()
+        self.env = {
+            **self.router_env(),
+            "TIDINGS_ROUTER_URL": self.router.rs_url,
+            "TIDINGS_BROKER_URL": self.broker_url,
+            "TIDINGS_BENCH_BRIDGE_URL": f"{self.router.http_url}{BRIDGE_PATH}",
+            "TIDINGS_BENCH_BRIDGE_KEY": BRIDGE_KEY,
+            "TIDINGS_BENCH_BRIDGE_SECRET": self.bridge_secret,
+            "TIDINGS_BENCH_COUNTS": str(self.counts),
+            # The worker imports bench.tasks from the checkout.
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        }
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._exit.close()
+
+    def router_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            TIDINGS_DEV="0",
+            TIDINGS_SECRET=self.secret,
+            TIDINGS_BACKEND_SECRET=self.backend_secret,
+            PYTHONUNBUFFERED="1",
+        )
+        return env
+
+    def scale_workers(self, count: int) -> None:
+        """Start or stop worker processes until `count` run."""
+        while len(self.workers) > count:
+            self.workers.pop().stop()
+        while len(self.workers) < count:
+            worker = BenchWorker(
+                self, len(self.workers) + 1, self.pool, self.concurrency, self.loglevel
+            )
+            self.workers.append(worker.start())
+
+    def stop_workers(self, keep: int = 0) -> None:
+        self.scale_workers(keep)
+
+    def worker_pids(self) -> list[int]:
+        return [w.pid for w in self.workers if w.alive()]
