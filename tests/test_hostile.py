@@ -132,81 +132,100 @@ def _wildcard(match: str) -> SubscribeOptions:
     return SubscribeOptions(match=match)
 
 
-# name: (what the browser tries, allowed?)
-ACTIONS: dict[str, tuple[Callable[[Any], Any], bool]] = {
-    "subscribe own user topic": (lambda s: s.subscribe(print, "tidings.user.7"), True),
-    "subscribe another user's topic": (lambda s: s.subscribe(print, "tidings.user.8"), False),
-    "subscribe maintenance": (lambda s: s.subscribe(print, "tidings.maintenance"), True),
+# name: (what the browser tries, the exact refusal or None where it is allowed)
+ACTIONS: dict[str, tuple[Callable[[Any], Any], str | None]] = {
+    "subscribe own user topic": (lambda s: s.subscribe(print, "tidings.user.7"), None),
+    "subscribe another user's topic": (
+        lambda s: s.subscribe(print, "tidings.user.8"),
+        NOT_AUTHORIZED,
+    ),
+    "subscribe maintenance": (lambda s: s.subscribe(print, "tidings.maintenance"), None),
     "subscribe entity with permission": (
         lambda s: s.subscribe(print, "tidings.entity.order.42"),
-        True,
+        None,
     ),
     "subscribe entity without permission": (
         lambda s: s.subscribe(print, "tidings.entity.invoice.1"),
-        False,
+        NOT_AUTHORIZED,
     ),
     "subscribe collection without permission": (
         lambda s: s.subscribe(print, "tidings.entity.invoice"),
-        False,
+        NOT_AUTHORIZED,
     ),
     "subscribe presence without permission": (
         lambda s: s.subscribe(print, "tidings.presence.invoice.1"),
-        False,
+        NOT_AUTHORIZED,
     ),
-    "subscribe a topic outside the catalogue": (lambda s: s.subscribe(print, "other.topic"), False),
+    "subscribe a topic outside the catalogue": (
+        lambda s: s.subscribe(print, "other.topic"),
+        NOT_AUTHORIZED,
+    ),
     "prefix tidings.": (
         lambda s: s.subscribe(print, "tidings.", options=_wildcard("prefix")),
-        False,
+        NOT_AUTHORIZED,
     ),
     "prefix tidings.user.": (
         lambda s: s.subscribe(print, "tidings.user.", options=_wildcard("prefix")),
-        False,
+        NOT_AUTHORIZED,
     ),
     "prefix own user topic": (
         lambda s: s.subscribe(print, "tidings.user.7", options=_wildcard("prefix")),
-        False,
+        NOT_AUTHORIZED,
     ),
     "prefix entity with permission": (
         lambda s: s.subscribe(print, "tidings.entity.order.", options=_wildcard("prefix")),
-        True,
+        None,
     ),
     "prefix entity name without dot": (
         lambda s: s.subscribe(print, "tidings.entity.order", options=_wildcard("prefix")),
-        False,
+        NOT_AUTHORIZED,
     ),
     "wildcard any entity": (
         lambda s: s.subscribe(print, "tidings.entity..42", options=_wildcard("wildcard")),
-        False,
+        NOT_AUTHORIZED,
     ),
     "wildcard any user": (
         lambda s: s.subscribe(print, "tidings.user.", options=_wildcard("wildcard")),
-        False,
+        NOT_AUTHORIZED,
     ),
     "wildcard ids of a permitted entity": (
         lambda s: s.subscribe(print, "tidings.entity.order.", options=_wildcard("wildcard")),
-        True,
+        None,
     ),
     "publish maintenance": (
         lambda s: s.publish(
             "tidings.maintenance", {"enabled": True}, options=PublishOptions(acknowledge=True)
         ),
-        False,
+        NOT_AUTHORIZED,
     ),
     "publish entity topic": (
         lambda s: s.publish(
             "tidings.entity.order.42", {}, options=PublishOptions(acknowledge=True)
         ),
-        False,
+        NOT_AUTHORIZED,
     ),
     "publish own user topic": (
         lambda s: s.publish("tidings.user.7", {}, options=PublishOptions(acknowledge=True)),
-        False,
+        NOT_AUTHORIZED,
     ),
-    "register a procedure": (lambda s: s.register(print, "tidings.entity.editors"), False),
-    "register outside tidings": (lambda s: s.register(print, "com.example.x"), False),
-    "call wamp.session.list": (lambda s: s.call("wamp.session.list"), False),
-    "call wamp.subscription.list": (lambda s: s.call("wamp.subscription.list"), False),
-    "call the authorizer": (lambda s: s.call("tidings.authorize", {}, "x", "call", {}), False),
+    "register a procedure": (
+        lambda s: s.register(print, "tidings.custom.procedure"),
+        NOT_AUTHORIZED,
+    ),
+    # Refused all the same, but Crossbar's dealer reports an existing procedure
+    # before the denial it has already decided (a bug upstream: it builds the
+    # not-authorized reply and then overwrites it), so this one URI is Crossbar's.
+    "register over a public procedure": (
+        lambda s: s.register(print, "tidings.entity.editors"),
+        "wamp.error.procedure_already_exists",
+    ),
+    "register outside tidings": (lambda s: s.register(print, "com.example.x"), NOT_AUTHORIZED),
+    "call wamp.session.list": (lambda s: s.call("wamp.session.list"), NOT_AUTHORIZED),
+    "call wamp.subscription.list": (lambda s: s.call("wamp.subscription.list"), NOT_AUTHORIZED),
+    "call the authorizer": (
+        lambda s: s.call("tidings.authorize", {}, "x", "call", {}),
+        NOT_AUTHORIZED,
+    ),
 }
 
 
@@ -222,8 +241,8 @@ def browser(router):
 
 @pytest.mark.parametrize("case", sorted(ACTIONS))
 def test_browser_action(router, bystander, browser, case):
-    action, allowed = ACTIONS[case]
-    assert attempt(browser, action) == (None if allowed else NOT_AUTHORIZED)
+    action, refusal_uri = ACTIONS[case]
+    assert attempt(browser, action) == refusal_uri
     assert_bystander_ok(router, bystander)
 
 

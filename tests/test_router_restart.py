@@ -9,6 +9,7 @@ from pathlib import Path
 from celery import Celery
 
 from publisher import Publisher
+from tests.support.broker import isolated_vhost
 from tests.support.clients import Subscriber
 from tests.support.processes import Worker
 from tests.support.proxy import Proxy
@@ -52,6 +53,9 @@ def test_tasks_sent_while_the_router_is_unreachable_arrive_once_it_is_back(
 ):
     # The worker reaches the router through a link the test cuts, while the
     # subscriber stays connected: so every event must arrive, deterministically.
+    # Its own vhost: the session's worker must not take these tasks past the cut link.
+    vhost = isolated_vhost(broker_url)
+    broker_url = vhost.__enter__()
     link = Proxy(router.rs_port).start()
     worker = Worker(router, broker_url, tmp_path, TIDINGS_ROUTER_URL=link.rs_url).start()
     sub = Subscriber(router.ws_url, "22", ["tidings.user.22"]).start()
@@ -72,3 +76,4 @@ def test_tasks_sent_while_the_router_is_unreachable_arrive_once_it_is_back(
         sub.close()
         worker.stop()
         link.close()
+        vhost.__exit__(None, None, None)
