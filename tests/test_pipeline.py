@@ -145,3 +145,22 @@ def test_malformed_events_are_dead_lettered_and_the_next_one_arrives(router, wor
         assert worker.alive()
     finally:
         sub.close()
+
+
+def test_invalid_task_is_dead_lettered_and_the_next_one_arrives(router, worker, broker_url):
+    sub = Subscriber(router.ws_url, "11", ["tidings.user.11"]).start()
+    try:
+        client = plain_celery(broker_url)
+        marker = f"marker-task-{uuid.uuid4()}"
+        client.send_task("tidings.publish", ["elsewhere." + marker, {}], queue="tidings")
+        client.send_task("tidings.publish", ["tidings.user.11", "not an object"], queue="tidings")
+        client.send_task("tidings.publish", ["tidings.user.11", {"ok": True}], queue="tidings")
+        (event,) = sub.wait_count(1)
+        assert event["ok"] is True
+        dead = read_dead(broker_url, marker)
+        assert "not in the catalogue" in dead["headers"]["x-tidings-reason"]
+        assert dead["headers"]["x-tidings-task"] == "tidings.publish"
+        dead = read_dead(broker_url, "not an object")
+        assert "payload must be a JSON object" in dead["headers"]["x-tidings-reason"]
+    finally:
+        sub.close()

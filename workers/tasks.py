@@ -8,7 +8,7 @@ from typing import Any
 
 from celery import Task
 
-from publisher import PublishTimeout, get_publisher
+from publisher import PublishError, PublishTimeout, get_publisher
 from workers import events
 from workers.celery_app import app
 from workers.queues import DEAD_QUEUE_NAME, REASON_HEADER, dead_queue
@@ -46,6 +46,11 @@ class PublishingTask(Task):  # type: ignore[misc]
             timeout = PublishTimeout(f"router did not acknowledge in time ({why})")
             log.warning("%s; retrying in %.1fs", timeout, delay)
             raise self.retry(exc=timeout, countdown=delay, max_retries=None) from None
+        except PublishError as exc:
+            # The router refused the event itself (not a transient fault):
+            # keep it, with the reason, rather than fail and lose it.
+            self.dead_letter(str(exc))
+            return 0
         return len(outgoing)
 
     def dead_letter(self, reason: str) -> None:
