@@ -89,24 +89,40 @@ def test_a_change_reaches_the_other_editors_but_not_the_tab_that_saved(router, w
             browser.close()
 
 
-def test_created_and_deleted_reach_the_collection_topic_too(router, worker, broker_url):
+def test_raw_created_and_deleted_reach_the_collection_and_spare_the_origin(
+    router, worker, broker_url
+):
     from tests.test_pipeline import post_raw
 
     rid = new_record()
+    topic = f"tidings.entity.order.{rid}"
     grid = Browser(router.ws_url, "8", ["tidings.entity.order"], VIEW).start()
+    saving_tab = Browser(router.ws_url, "7", [topic], VIEW).start()
     try:
-        event_id = str(uuid.uuid4())
+        created, deleted = str(uuid.uuid4()), str(uuid.uuid4())
         post_raw(
             broker_url,
-            {"event_id": event_id, "type": "entity.created", "entity": "order", "id": rid,
-             "changed_by": 7, "fields": None},
+            {"event_id": created, "type": "entity.created", "entity": "order", "id": rid,
+             "changed_by": 7, "origin_session": saving_tab.session_id},
             routing_key="entity.created",
         )  # fmt: skip
-        grid.wait_for(lambda evs: any(e["event_id"] == event_id for e in evs))
-        created = next(e for e in grid.payloads() if e["event_id"] == event_id)
-        assert created["action"] == "created" and created["id"] == rid
+        post_raw(
+            broker_url,
+            {"event_id": deleted, "type": "entity.deleted", "entity": "order", "id": rid,
+             "changed_by": 8},
+            routing_key="entity.deleted",
+        )  # fmt: skip
+        on_grid = grid.wait_for(lambda evs: {created, deleted} <= set(ids(evs)))
+        mine = [e for e in on_grid if e["id"] == rid]
+        assert [(e["event_id"], e["action"]) for e in mine] == [
+            (created, "created"),
+            (deleted, "deleted"),
+        ]
+        # The tab that created it is not told; it hears the deletion by someone else.
+        assert ids(saving_tab.wait_on(topic, 1)) == [deleted]
     finally:
         grid.close()
+        saving_tab.close()
 
 
 # -- presence -----------------------------------------------------------------------------

@@ -65,6 +65,7 @@ def plan(event: dict[str, Any]) -> list[Outgoing]:
             fields=event.get("fields"),
             event_id=event_id,
             at=event.get("at"),
+            exclude_sessions=origin_sessions(event.get("origin_session")),
         )
     if kind in ("maintenance.on", "maintenance.off"):
         return [
@@ -163,6 +164,15 @@ def maintenance(
     }
     _check_size(payload)
     return Outgoing(topics.MAINTENANCE_TOPIC, payload, {"retain": True})
+
+
+def origin_sessions(origin_session: Any) -> list[int] | None:
+    """The browser session that made the change, which is not told about it."""
+    if origin_session is None:
+        return None
+    if isinstance(origin_session, bool) or not isinstance(origin_session, int):
+        raise InvalidEvent("origin_session must be a WAMP session id (integer)")
+    return [origin_session]
 
 
 def _event_id(value: Any) -> str:
