@@ -30,6 +30,9 @@ TIMEOUT_MS = 20_000
 ROUTER_DOWN = re.compile(r"WebSocket connection to .* failed")
 
 
+playwright_api.expect.set_options(timeout=TIMEOUT_MS)
+
+
 @pytest.fixture(scope="session")
 def browser() -> Iterator[playwright_api.Browser]:
     if not CHROMIUM.exists():
@@ -59,7 +62,7 @@ class Tab:
     def screenshot(self, name: str) -> Path:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         path = ARTIFACTS / f"{name}.png"
-        self.page.screenshot(path=str(path), full_page=True)
+        self.page.screenshot(path=str(path), full_page=True, animations="disabled")
         return path
 
 

@@ -44,12 +44,11 @@ export class PriceChart {
     const points = this.points;
     const min = Math.min(...points);
     const max = Math.max(...points);
-    const span = max - min || 1;
-    const step = WIDTH / (MAX_POINTS - 1);
-    const xy = points.map((price, i) => [
-      i * step,
-      PAD + (HEIGHT - 2 * PAD) * (1 - (price - min) / span),
-    ]);
+    const span = max - min;
+    // Spread the points over the whole width; a single point is a flat line.
+    const step = WIDTH / Math.max(points.length - 1, 1);
+    const y = (price) => (span ? PAD + (HEIGHT - 2 * PAD) * (1 - (price - min) / span) : HEIGHT / 2);
+    const xy = points.length === 1 ? [[0, y(points[0])], [WIDTH, y(points[0])]] : points.map((price, i) => [i * step, y(price)]);
     const line = xy.map(([x, y], i) => `${i ? "L" : "M"}${x.toFixed(1)},${y.toFixed(1)}`).join(" ");
     const last = xy[xy.length - 1];
     chart.querySelector(".chart-line").setAttribute("d", line);

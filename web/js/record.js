@@ -54,6 +54,7 @@ export class RecordPanel {
 
   // -- presence ---------------------------------------------------------------------
   async refreshEditors() {
+    if (this.denied) return;
     try {
       const editors = await this.live.call("tidings.entity.editors", this.entity, this.id);
       this.others = new Set(editors.map(String).filter((user) => user !== String(this.live.user)));
@@ -118,9 +119,13 @@ export class RecordPanel {
   }
 
   refused(error) {
+    this.denied = true;
     show($("outdated-notice"), false);
-    $("presence").textContent = `You may not view ${this.entity} records (${error.error || error}).`;
-    show($("presence"));
+    const refused = $("record-refused");
+    refused.textContent = `You may not view ${this.entity} records (${error.error || error}).`;
+    show(refused);
+    this.form.querySelector("fieldset").disabled = true;
+    $("save").disabled = true;
   }
 
   // -- saving (dev mode: the dev endpoint plays the application) -------------------
@@ -139,6 +144,7 @@ export class RecordPanel {
       $("record-status").dataset.status = answer.values.status;
       status.textContent = answer.fields.length ? `Saved (${answer.fields.join(", ")}).` : "No changes to save.";
       show($("outdated-notice"), false);
+      for (const name of FIELDS) this.form.elements[name].classList.remove("changed");
     } catch (error) {
       status.textContent = "";
       toast(`Not saved: ${error.message}`, "error");
