@@ -21,6 +21,8 @@ from autobahn.wamp.types import ComponentConfig
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# Seconds a connected transport may take to get a joined session before it is dropped.
+JOIN_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True)
@@ -225,8 +227,20 @@ class WampConnection:
 
         try:
             factory, host, port = _transport_factory(self.url, make_session)
-            await self._loop.create_connection(factory, host, port)
-            await self._session_ended
+            transport, protocol = await self._loop.create_connection(factory, host, port)
+            # A connection that closes before a session exists (a proxy or load
+            # balancer in front of a stopped router) fires no session callback:
+            # watch the transport too, or this attempt would wait forever. A
+            # peer that accepts but never lets the session join is dropped.
+            ended = {self._session_ended, asyncio.ensure_future(protocol.is_closed)}
+            done, _ = await asyncio.wait(
+                ended, timeout=JOIN_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
+            )
+            if not done and not self._attempt_joined:
+                self.last_error = f"no session joined at {self.url} within {JOIN_TIMEOUT:.0f}s"
+                transport.abort()
+            if not done:
+                await asyncio.wait(ended, return_when=asyncio.FIRST_COMPLETED)
         except OSError as exc:
             self.last_error = f"cannot connect to {self.url}: {exc.strerror or exc}"
             log.debug(self.last_error)
