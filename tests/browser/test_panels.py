@@ -1,4 +1,4 @@
-"""The live chart, the private notification list, and signing in through the embedding hook."""
+"""The live chart, the private notification list, and signing in (dev picker, embedding hook)."""
 
 from __future__ import annotations
 
@@ -72,3 +72,13 @@ def test_an_embedding_app_signs_the_page_in_through_its_hook(browsers, send_task
     expect(erin.get("notification").filter(has_text="Hi Erin")).to_have_count(1)
     erin.screenshot("embedded-hook")
     assert len(issued) == 1
+
+
+def test_the_dev_user_picker_signs_in_as_the_chosen_user(browsers):
+    page = browsers.open("?order=4403", as_="picker")
+    expect(page.get("user-picker")).to_be_visible()
+    page.get("pick-user-2").click()
+    page.connected()
+    expect(page.get("user-name")).to_have_text("Bob")
+    expect(page.get("user-topic")).to_have_text("tidings.user.2")
+    expect(page.get("record-title")).to_have_text("Order #4403")

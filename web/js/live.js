@@ -93,7 +93,13 @@ export class Live {
     const delay = this.delay * (0.8 + Math.random() * 0.4);
     this.delay = Math.min(this.delay * 1.5, MAX_DELAY);
     this.setState(this.joins ? "reconnecting" : "connecting", { reason: why || reason, delay, wasJoined });
-    setTimeout(() => this.connection.open(), delay * 1000);
+    setTimeout(() => {
+      try {
+        this.connection.open();
+      } catch (error) {
+        console.warn("tidings: reconnect skipped", error); // already opening
+      }
+    }, delay * 1000);
     return true; // autobahn's own retry stays off
   }
 
