@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -14,6 +15,10 @@ from publisher import topics
 # Browsers refuse WebSocket messages above 64 KiB (.crossbar/config.json);
 # an event must fit in one with room for the WAMP envelope.
 MAX_EVENT_BYTES = 60 * 1024
+# Deeper payloads would reach the serializers' recursion limits on the way out.
+MAX_DEPTH = 100
+# MsgPack, the codec of the backend link, carries integers in 64 bits.
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 _NAME = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 ENTITY_ACTIONS = ("created", "updated", "deleted")
 
@@ -45,6 +50,9 @@ def decode(body: bytes | str) -> dict[str, Any]:
         raise InvalidEvent(f"event is {len(body)} bytes; the limit is {MAX_EVENT_BYTES}")
     try:
         event = json.loads(body)
+    except RecursionError:
+        # Not a ValueError: uncaught, it would leave the message unacked for good.
+        raise InvalidEvent("not JSON that can be read: nested too deeply") from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise InvalidEvent(f"not JSON: {exc}") from None
     if not isinstance(event, dict):
@@ -196,6 +204,33 @@ def _timestamp(value: Any) -> str:
 
 
 def _check_size(payload: dict[str, Any]) -> None:
+    _check_sendable(payload)
     size = len(json.dumps(payload, separators=(",", ":"), default=str))
     if size > MAX_EVENT_BYTES:
         raise InvalidEvent(f"payload is {size} bytes; the limit is {MAX_EVENT_BYTES}")
+
+
+def _check_sendable(payload: Any) -> None:
+    """Refuse what JSON decoding lets through but the way to browsers cannot carry.
+
+    NaN and Infinity (no browser parses them), integers beyond 64 bits and
+    lone surrogates (the backend link cannot serialize them), and very deep
+    nesting would otherwise fail only after the event was accepted.
+    """
+    stack: list[tuple[Any, int]] = [(payload, 0)]
+    while stack:  # iterative: a deep payload must not exhaust this stack either
+        value, depth = stack.pop()
+        if isinstance(value, dict | list):
+            if depth >= MAX_DEPTH:
+                raise InvalidEvent(f"payload is nested deeper than {MAX_DEPTH} levels")
+            items = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+            stack.extend((item, depth + 1) for item in items)
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise InvalidEvent("payload holds NaN or Infinity, which is not JSON")
+        elif isinstance(value, int) and not _INT_MIN <= value <= _INT_MAX:
+            raise InvalidEvent("payload holds an integer that does not fit in 64 bits")
+        elif isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidEvent("payload holds a string that is not valid Unicode") from None
