@@ -1,0 +1,182 @@
+"""Fault 4: poison messages mixed into a valid stream.
+
+Every bad message lands in `tidings.events.dead` with the reason in
+`x-tidings-reason`, every good one arrives, and the worker neither crashes
+nor stalls (nothing is left unacked).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from kombu import Connection
+
+from tests.faults import rabbit
+from tests.faults.producers import EventSource
+from workers.queues import DEAD_QUEUE_NAME, REASON_HEADER
+
+TOPIC = "tidings.user.fault-poison"
+GOOD = 1200
+ROUNDS = 3  # each kind of poison is sent this many times, spread over the stream
+
+pytestmark = [
+    pytest.mark.timeout(180),
+    pytest.mark.skipif(not rabbit.available(), reason="needs rabbitmqctl"),
+]
+
+
+def _publish(marker: str, **fields: Any) -> str:
+    return json.dumps({"type": "publish", "topic": TOPIC, "note": marker, **fields})
+
+
+def _entity(marker: str, **fields: Any) -> str:
+    return json.dumps(
+        {"type": "entity.updated", "entity": "order", "id": 1, "note": marker, **fields}
+    )
+
+
+# kind: (make the raw body from a marker, routing key, what the reason says)
+RAW: dict[str, tuple[Callable[[str], bytes | str], str, str]] = {
+    "not-json": (lambda m: f"{{not json {m}".encode(), "entity.updated", "not JSON"),
+    "not-utf8": (lambda m: b"\xff\xfe" + m.encode(), "entity.updated", "not JSON"),
+    "array": (lambda m: json.dumps([m]), "entity.updated", "must be a JSON object"),
+    "id-list": (lambda m: _entity(m, id=[1]), "entity.updated", "id must"),
+    "fields-str": (lambda m: _entity(m, fields="status"), "entity.updated", "fields must"),
+    "changed-by-bool": (lambda m: _entity(m, changed_by=True), "entity.updated", "changed_by"),
+    "bad-at": (lambda m: _entity(m, at="yesterday"), "entity.updated", "ISO-8601"),
+    "event-id-int": (lambda m: _entity(m, event_id=5), "entity.updated", "event_id must"),
+    "payload-str": (lambda m: _publish(m, payload="text"), "publish", "must be a JSON object"),
+    "unknown-type": (lambda m: json.dumps({"type": "rocket", "note": m}), "rocket", "unknown"),
+    "foreign-topic": (
+        lambda m: _publish(m, topic="other.topic", payload={}),
+        "publish",
+        "not in the catalogue",
+    ),
+    "topic-too-deep": (
+        lambda m: _publish(m, topic="tidings.user.1.2", payload={}),
+        "publish",
+        "not in the catalogue",
+    ),
+    "huge-body": (lambda m: _publish(m, payload={"x": "a" * 200_000}), "publish", "bytes"),
+    "huge-payload": (
+        lambda m: _publish(m, payload={f"k{i}": "b" * 50 for i in range(1200)}),
+        "publish",
+        "bytes",
+    ),
+    "nan": (
+        lambda m: _publish(m, payload={"x": "NAN"}).replace('"NAN"', "NaN"),
+        "publish",
+        "NaN",
+    ),
+    "huge-int": (lambda m: _publish(m, payload={"x": 2**70}), "publish", "64 bits"),
+    "lone-surrogate": (lambda m: _publish(m, payload={"x": "\ud800"}), "publish", "Unicode"),
+    "deep-nesting": (
+        lambda m: _publish(m, payload={"x": "DEEP"}).replace('"DEEP"', "[" * 5000 + "]" * 5000),
+        "publish",
+        "nested",
+    ),
+    "nested-200": (
+        lambda m: _publish(m, payload={"x": "DEEP"}).replace('"DEEP"', "[" * 200 + "]" * 200),
+        "publish",
+        "nested",
+    ),
+}
+
+# kind: (task name, args, what the reason says); the marker goes into the args
+TASKS: dict[str, tuple[str, Callable[[str], list[Any]], str]] = {
+    "task-foreign-topic": ("tidings.publish", lambda m: ["other.topic", {"m": m}], "catalogue"),
+    "task-payload-list": ("tidings.publish", lambda m: [TOPIC, [m]], "must be a JSON object"),
+    "task-id-dict": (
+        "tidings.entity_changed",
+        lambda m: ["order", {"m": m}],
+        "id must",
+    ),
+    "task-enabled-str": ("tidings.maintenance", lambda m: ["yes", m], "enabled must"),
+}
+
+
+def drain_dead(url: str) -> list[tuple[str, dict[str, Any]]]:
+    """Every message of this test's dead-letter queue: (body as text, headers)."""
+    found = []
+    with Connection(url) as conn:
+        channel = conn.channel()
+        while (message := channel.basic_get(DEAD_QUEUE_NAME, no_ack=True)) is not None:
+            body = message.body
+            text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+            found.append((text, dict(message.headers or {})))
+    return found
+
+
+def test_poison_messages_dead_lettered_good_ones_delivered(
+    router, vhost, start_worker, subscribe, tally
+):
+    worker = start_worker(router, vhost)
+    counter = subscribe(router.ws_url, "fault-poison", [TOPIC])
+    source = EventSource(vhost, TOPIC)
+    poison: dict[str, tuple[str, str]] = {}  # marker -> (kind, reason expected)
+    kinds = [*RAW, *TASKS]
+    every = GOOD // (len(kinds) * ROUNDS)
+    try:
+        started = time.monotonic()
+        for seq in range(GOOD):
+            if seq % 10 == 0:
+                source.task(seq)
+            else:
+                source.raw(seq)
+            if seq % every == 0 and len(poison) < len(kinds) * ROUNDS:
+                kind = kinds[len(poison) % len(kinds)]
+                marker = f"poison-{kind}-{uuid.uuid4()}"
+                if kind in RAW:
+                    make, routing_key, reason = RAW[kind]
+                    source.raw_body(make(marker), routing_key)
+                else:
+                    name, make_args, reason = TASKS[kind]
+                    source.send_task(name, make_args(marker))
+                poison[marker] = (kind, reason)
+        assert len(poison) == len(kinds) * ROUNDS
+
+        expected = set(source.sent)
+        counter.wait_all(expected, timeout=90)
+        elapsed = time.monotonic() - started
+        # Nothing stuck: every message was acked, good or bad.
+        deadline = time.monotonic() + 30
+        while True:
+            depths = rabbit.queue_depths(vhost)
+            if depths["tidings.events"] == (0, 0) and depths["tidings"] == (0, 0):
+                break
+            assert time.monotonic() < deadline, f"messages stuck in the worker: {depths}"
+            time.sleep(0.5)
+        dead = drain_dead(vhost)
+
+        by_marker = {}
+        for body, headers in dead:
+            for marker in poison:
+                if marker in body:
+                    by_marker.setdefault(marker, []).append(headers)
+        missing = {poison[m][0] for m in poison if m not in by_marker}
+        assert not missing, f"poison not dead-lettered: {sorted(missing)}"
+        for marker, (kind, reason) in poison.items():
+            headers = by_marker[marker][0]
+            assert reason in headers.get(REASON_HEADER, ""), (kind, headers)
+        for marker, (kind, _) in poison.items():
+            if kind in RAW:
+                routing_key = RAW[kind][1]
+                assert by_marker[marker][0].get("x-tidings-routing-key") == routing_key, kind
+        assert worker.alive()
+        assert not counter.missing(expected)
+        tally(
+            produced=len(expected),
+            poison=len(poison),
+            poison_kinds=len(kinds),
+            delivered=len(counter.seen),
+            duplicates=counter.duplicates(),
+            dead_lettered=len(dead),
+            delivered_in_s=round(elapsed, 1),
+        )
+    finally:
+        source.close()
