@@ -142,6 +142,9 @@ class WampConnection:
         self.connects = 0
         self._started = False
         self._start_lock = threading.Lock()
+        self._calls: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
+        self._calls_lock = threading.Lock()
+        self._calls_due = False
 
     # -- lifecycle ---------------------------------------------------------
     def start(self) -> WampConnection:
@@ -176,6 +179,37 @@ class WampConnection:
         """Run a coroutine on the session's loop; thread-safe."""
         self.start()
         return asyncio.run_coroutine_threadsafe(coro, self._loop)  # type: ignore[arg-type]
+
+    def call_soon(self, callback: Callable[..., None], *args: Any) -> None:
+        """Run `callback(*args)` on the session's loop; thread-safe.
+
+        Calls made while a wake-up of the loop is pending share it: a burst of
+        publishes costs one write to the loop's self-pipe, not one each.
+        """
+        self.start()
+        with self._calls_lock:
+            self._calls.append((callback, args))
+            if self._calls_due:
+                return
+            self._calls_due = True
+        self._loop.call_soon_threadsafe(self._run_calls)
+
+    def _run_calls(self) -> None:
+        with self._calls_lock:
+            calls, self._calls = self._calls, []
+            self._calls_due = False
+        for callback, args in calls:
+            try:
+                callback(*args)
+            except Exception:
+                log.exception("error in a call on the WAMP loop")
+
+    def joined_session(self) -> ApplicationSession | None:
+        """The joined session right now, or None; only on the session's loop."""
+        session = self._session
+        if session is not None and self._joined.is_set() and session.is_attached():
+            return session
+        return None
 
     async def session(self) -> ApplicationSession:
         """The joined session, waiting (on the session's loop) until there is one."""

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import threading
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
+from functools import partial
 from typing import Any
 
 from autobahn.wamp.exception import ApplicationError, TransportLost
@@ -83,10 +85,64 @@ class Publisher:
             ) from None
 
     def publish_async(self, topic: str, payload: Any, **options: Any) -> Future[None]:
-        """Start a publish; the future completes on the router's acknowledgement."""
+        """Start a publish; the future completes on the router's acknowledgement.
+
+        Cancelling the future before the publish went out keeps it from going out.
+        """
         topics.require(topic)
         publish_options = _publish_options(**options)
-        return self.connection.submit(self._publish(topic, payload, publish_options))
+        future: Future[None] = Future()
+        self.connection.call_soon(self._start, topic, payload, publish_options, future)
+        return future
+
+    # -- on the session's loop ------------------------------------------------
+    def _start(
+        self, topic: str, payload: Any, options: PublishOptions, future: Future[None]
+    ) -> None:
+        # The common case costs no task and no coroutine: publish on the joined
+        # session and complete the future from the acknowledgement's callback.
+        if future.cancelled():
+            return
+        session = self.connection.joined_session()
+        if session is None:
+            self._publish_later(topic, payload, options, future)
+            return
+        try:
+            acked = session.publish(topic, payload, options=options)
+        except TransportLost:
+            self._publish_later(topic, payload, options, future)
+            return
+        acked.add_done_callback(partial(self._acked, topic, payload, options, future))
+
+    def _acked(
+        self, topic: str, payload: Any, options: PublishOptions, future: Future[None], acked: Any
+    ) -> None:
+        error = acked.exception()
+        if isinstance(error, TransportLost):
+            self._publish_later(topic, payload, options, future)
+        else:
+            _complete(future, _refused(topic, error) if error else None)
+
+    def _publish_later(
+        self, topic: str, payload: Any, options: PublishOptions, future: Future[None]
+    ) -> None:
+        async def publish() -> None:
+            try:
+                await self._publish(topic, payload, options)
+            except Exception as exc:
+                _complete(future, exc)
+            else:
+                _complete(future, None)
+
+        task = asyncio.ensure_future(publish())
+        loop = self.connection.loop
+
+        def stop_if_cancelled(done: Future[None]) -> None:
+            # A caller that gave up (timeout) cancels the future: stop retrying too.
+            if done.cancelled():
+                loop.call_soon_threadsafe(task.cancel)
+
+        future.add_done_callback(stop_if_cancelled)
 
     async def _publish(self, topic: str, payload: Any, options: PublishOptions) -> None:
         while True:
@@ -99,7 +155,22 @@ class Publisher:
                 # The event id lets subscribers drop a possible duplicate.
                 await asyncio.sleep(0)
             except ApplicationError as exc:
-                raise PublishError(f"router refused {topic!r}: {exc.error}") from exc
+                raise _refused(topic, exc) from exc
+
+
+def _complete(future: Future[None], error: BaseException | None) -> None:
+    """Complete a publish's future, unless its caller cancelled it meanwhile."""
+    with contextlib.suppress(InvalidStateError):
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
+
+
+def _refused(topic: str, error: BaseException) -> BaseException:
+    if isinstance(error, ApplicationError):
+        return PublishError(f"router refused {topic!r}: {error.error}")
+    return error
 
 
 def _publish_options(

@@ -38,12 +38,13 @@ PREFETCH = 512
 class _Pending:
     """One AMQP message waiting for the router to acknowledge its publishes."""
 
-    __slots__ = ("error", "message", "remaining")
+    __slots__ = ("done", "error", "message", "remaining")
 
     def __init__(self, message: Message, count: int) -> None:
         self.message = message
         self.remaining = count
         self.error: str | None = None
+        self.done = False
 
 
 class RawEventConsumer(bootsteps.ConsumerStep):  # type: ignore[misc]
@@ -51,7 +52,9 @@ class RawEventConsumer(bootsteps.ConsumerStep):  # type: ignore[misc]
 
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)
-        self._settled: deque[_Pending] = deque()
+        # In delivery order: acks go out in order, many at once (multiple=True).
+        self._inflight: deque[_Pending] = deque()
+        self._flush_due = False
         self._lock = threading.Lock()
         self._hub: Any = None
         self._producer: Producer | None = None
@@ -80,6 +83,7 @@ class RawEventConsumer(bootsteps.ConsumerStep):  # type: ignore[misc]
             self._dead_letter(message, str(exc))
             return
         pending = _Pending(message, len(outgoing))
+        self._inflight.append(pending)
         publisher = get_publisher()
         for item in outgoing:
             try:
@@ -102,7 +106,10 @@ class RawEventConsumer(bootsteps.ConsumerStep):  # type: ignore[misc]
                 pending.error = error
             if pending.remaining:
                 return
-            self._settled.append(pending)
+            pending.done = True
+            if self._flush_due:
+                return  # the flush already scheduled will take this one too
+            self._flush_due = True
         # AMQP channels are not thread-safe: ack on the consumer's own loop.
         self._hub.call_soon(self._flush)
 
@@ -111,15 +118,41 @@ class RawEventConsumer(bootsteps.ConsumerStep):  # type: ignore[misc]
         if error and not pending.error:
             pending.error = error
         if pending.remaining <= 0:
-            self._finish(pending)
+            with self._lock:
+                pending.done = True
+            self._flush()
 
     def _flush(self) -> None:
-        while True:
-            with self._lock:
-                if not self._settled:
-                    return
-                pending = self._settled.popleft()
-            self._finish(pending)
+        """Settle the settled messages at the head of the line; ack a run of good ones
+        with one multiple=True ack on its last. Never past an unsettled one: that
+        would ack an event the router has not acknowledged."""
+        last_good: _Pending | None = None
+        with self._lock:
+            self._flush_due = False
+            ready = []
+            while self._inflight and self._inflight[0].done:
+                ready.append(self._inflight.popleft())
+        for pending in ready:
+            if pending.error:
+                if last_good is not None:
+                    self._ack_through(last_good)
+                    last_good = None
+                self._finish(pending)
+            elif last_good is not None and last_good.message.channel is not pending.message.channel:
+                # Redelivered on a new channel after a reconnect: tags start over.
+                self._ack_through(last_good)
+                last_good = pending
+            else:
+                last_good = pending
+        if last_good is not None:
+            self._ack_through(last_good)
+
+    def _ack_through(self, pending: _Pending) -> None:
+        try:
+            pending.message.ack(multiple=True)
+        except Exception:
+            # The channel died since delivery; RabbitMQ redelivers the messages.
+            log.warning("could not ack raw events; they will be redelivered", exc_info=True)
 
     def _finish(self, pending: _Pending) -> None:
         try:
