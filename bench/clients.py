@@ -50,10 +50,14 @@ class _Session(ApplicationSession):
         return tickets.issue(self._swarm.secret, self._user, PERMS, 3600)
 
     async def onJoin(self, details: Any) -> None:
+        ok = True
         if self._swarm.topic:
-            await self.subscribe(self._swarm.on_event, self._swarm.topic)
+            try:
+                await self.subscribe(self._swarm.on_event, self._swarm.topic)
+            except Exception:
+                ok = False  # e.g. refused: counts as not joined
         if not self.joined.done():
-            self.joined.set_result(True)
+            self.joined.set_result(ok)
 
     def onLeave(self, details: Any) -> None:
         self._swarm.left += 1

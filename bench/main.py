@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psutil
 
@@ -34,7 +35,7 @@ class Options:
     warmup: float = 2.0
     rate: float = 200.0
     fanout: tuple[int, ...] = (1, 100, 1000)
-    fanout_events: int = 100
+    fanout_events: int = 60
     sessions: int = 5000
     client_processes: int = 4
     hold: float = 12.0
@@ -57,8 +58,18 @@ def _raise_open_files(wanted: int) -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-def _rabbitmq_pids() -> list[int]:
-    return [p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == "beam.smp"]
+def _broker_pids(url: str) -> list[int]:
+    """The process listening on the broker's port, if it is on this machine and visible."""
+    port = urlsplit(url).port or 5672
+    try:
+        found = {
+            c.pid
+            for c in psutil.net_connections("tcp")
+            if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid
+        }
+    except psutil.AccessDenied:
+        return []
+    return sorted(found)
 
 
 def _machine() -> dict[str, Any]:
@@ -90,8 +101,11 @@ def plan(options: Options) -> list[Step]:
             steps.append((f"latency/{key}", per_run, run))
     if options.wants("fanout"):
         for size in options.fanout:
-            run = partial(scenarios.fanout, size=size, events=options.fanout_events, rate=25.0)
-            steps.append((f"fanout/{size}", 6 + size / 150, run))
+            # One event at a time on the wire: each is timed alone, not queued
+            # behind the copies of the one before.
+            rate = 20.0 if size <= 100 else 5.0
+            run = partial(scenarios.fanout, size=size, events=options.fanout_events, rate=rate)
+            steps.append((f"fanout/{size}", 4 + size / 150 + options.fanout_events / rate, run))
     if options.wants("connections"):
         run = partial(
             scenarios.connections,
@@ -132,14 +146,16 @@ def run(options: Options) -> dict[str, Any]:
         try:
             subscriber.wait_joined(60)
             monitor = Monitor()
-            monitor.watch("router", lambda: [stack.router.pid])
-            monitor.watch("worker", stack.worker_pids)
-            monitor.watch("rabbitmq", _rabbitmq_pids)
-            monitor.watch("clients", lambda: [subscriber.pid])
-            monitor.watch("bench", lambda: [os.getpid()])
             bench = scenarios.Bench(
                 stack, monitor, progress, subscriber, options.seconds, options.warmup
             )
+            monitor.watch("router", lambda: [stack.router.pid])
+            monitor.watch("worker", stack.worker_pids)
+            broker = _broker_pids(options.broker_url)
+            monitor.watch("rabbitmq", lambda: broker, recursive=False)
+            monitor.watch("clients", bench.client_pids)
+            # The load generator itself; its children are the processes above.
+            monitor.watch("bench", lambda: [os.getpid()], recursive=False)
             for name, cost, step in steps:
                 progress.step(name, cost)
                 section, _, key = name.partition("/")

@@ -34,15 +34,16 @@ def tree_rss(pid: int) -> int:
 
 @dataclass
 class _Tracked:
-    roots: list[int]
+    roots: Callable[[], list[int]]
+    recursive: bool
     cpu: dict[int, float] = field(default_factory=dict)  # pid -> last seen user+system
     start_cpu: dict[int, float] = field(default_factory=dict)
     peak_rss: int = 0
 
     def sample(self) -> None:
         rss = 0
-        for root in self.roots:
-            for proc in tree(root):
+        for root in self.roots():
+            for proc in tree(root) if self.recursive else tree(root)[:1]:
                 try:
                     with proc.oneshot():
                         times = proc.cpu_times()
@@ -61,16 +62,17 @@ class Monitor:
     """Samples named process trees; `measure()` gives each one's CPU and peak memory."""
 
     def __init__(self) -> None:
-        self._groups: dict[str, Callable[[], list[int]]] = {}
+        self._groups: dict[str, tuple[Callable[[], list[int]], bool]] = {}
 
-    def watch(self, name: str, pids: Callable[[], list[int]]) -> None:
-        """`pids` is asked at the start of each run: workers come and go between runs."""
-        self._groups[name] = pids
+    def watch(self, name: str, pids: Callable[[], list[int]], *, recursive: bool = True) -> None:
+        """`pids` is asked at every sample: workers and clients come and go.
+        `recursive`: with their descendants (a router's workers, a prefork pool)."""
+        self._groups[name] = (pids, recursive)
 
     @contextmanager
     def measure(self) -> Iterator[dict[str, dict[str, float]]]:
         """Yields a dict filled at exit: name -> cpu_percent (100 = one core), peak_rss_mb."""
-        tracked = {name: _Tracked(pids()) for name, pids in self._groups.items()}
+        tracked = {name: _Tracked(pids, rec) for name, (pids, rec) in self._groups.items()}
         stop = threading.Event()
 
         def sample_all() -> None:

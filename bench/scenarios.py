@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bench import counter, stats
@@ -38,6 +38,7 @@ TASKS = {
 # the router's pipeline, little enough that the queue drains in a second.
 WINDOW = {"b": 300, "c": 150}
 DEFAULT_WINDOW = 1200
+FANOUT_PER_PROCESS = 250
 
 
 @dataclass
@@ -50,6 +51,10 @@ class Bench:
     subscriber: Swarm
     seconds: float
     warmup: float
+    clients: list[Swarm] = field(default_factory=list)
+
+    def client_pids(self) -> list[int]:
+        return [swarm.pid for swarm in [self.subscriber, *self.clients]]
 
     def workers_for(self, path: str) -> int:
         return 2 if path == "a2" else 1
@@ -148,7 +153,14 @@ def _swarms(
         Swarm(bench.stack.router.ws_url, bench.stack.secret, size, topic, f"{name}{i}").start()
         for i, size in enumerate(sizes)
     ]
+    bench.clients = swarms
     return swarms
+
+
+def _close(bench: Bench, swarms: list[Swarm]) -> None:
+    for swarm in swarms:
+        swarm.close()
+    bench.clients = []
 
 
 def fanout(bench: Bench, size: int, events: int, rate: float) -> dict[str, Any]:
@@ -156,7 +168,9 @@ def fanout(bench: Bench, size: int, events: int, rate: float) -> dict[str, Any]:
     time from enqueue until the last subscriber has it."""
     bench.stack.scale_workers(1)
     topic = f"tidings.entity.bench.fan{size}"
-    swarms = _swarms(bench, size, 500, topic, f"fan{size}-")
+    # A client process decodes every copy; a few hundred each keeps the
+    # clients from being what is measured.
+    swarms = _swarms(bench, size, FANOUT_PER_PROCESS, topic, f"fan{size}-")
     sender: Sender | None = None
     try:
         for swarm in swarms:
@@ -177,8 +191,7 @@ def fanout(bench: Bench, size: int, events: int, rate: float) -> dict[str, Any]:
     finally:
         if sender is not None:
             sender.close()
-        for swarm in swarms:
-            swarm.close()
+        _close(bench, swarms)
     values = stats.latencies_ms(arrivals, until_last=True)
     return {
         "subscribers": joined,
@@ -212,8 +225,7 @@ def connections(bench: Bench, total: int, processes: int, hold: float) -> dict[s
             left = sum(s.collect()[1] for s in swarms)
             after = tree_rss(router_pid)
         finally:
-            for swarm in swarms:
-                swarm.close()
+            _close(bench, swarms)
     held = joined - left
     return {
         "sessions": total,

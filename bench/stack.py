@@ -98,8 +98,13 @@ class Stack:
         )
         self.probe = Celery("bench-probe", broker=self.broker_url, set_as_current=False)
         self._exit.callback(self.stop_workers, 0)
+        # At info level the router logs three lines per connection, a quarter of
+        # its CPU while thousands connect; under load it runs at warning level.
         self.router = Router(
-            self.router_env(), self.dir / "router", bench_router_config(self.bridge_secret)
+            self.router_env(),
+            self.dir / "router",
+            bench_router_config(self.bridge_secret),
+            loglevel="warn",
         )
         self._exit.callback(self.router.stop)
         self.router.start()
