@@ -134,6 +134,40 @@ def call_router(config: Settings, procedure: str, *args: Any, timeout: float = 5
         connection.close()
 
 
+def cmd_status(args: argparse.Namespace, config: Settings) -> int:
+    from tidings import status
+
+    health = status.check(config, args.timeout)
+    print(json.dumps(health.as_dict()) if args.json else status.render(health))
+    # Not 2: nothing is wrong with the command; something is down (for health checks).
+    return 1 if health.down else 0
+
+
+def cmd_dead_letters(args: argparse.Namespace, config: Settings) -> int:
+    from kombu import Connection
+    from kombu.exceptions import OperationalError
+
+    from tidings import dead_letters
+
+    try:
+        if args.action == "list":
+            count, letters = dead_letters.browse(config.broker_url, args.limit or 20)
+            if args.json:
+                print(json.dumps({"count": count, "first": [d.as_dict() for d in letters]}))
+            else:
+                print(dead_letters.render(count, letters))
+            return 0
+        done = dead_letters.replay(config.broker_url, args.limit, args.match)
+    except (OperationalError, OSError) as exc:
+        where = Connection(config.broker_url).as_uri()
+        raise CliError(f"cannot reach the broker at {where}: {exc}") from None
+    print(
+        f"replayed {done.events} events and {done.tasks} tasks; "
+        f"{done.skipped} left in tidings.events.dead"
+    )
+    return 0
+
+
 def cmd_router(args: argparse.Namespace, config: Settings) -> int:
     env = _router_env(config)
     cbdir = Path(args.cbdir or config.cbdir)
@@ -215,6 +249,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "ticket": cmd_ticket,
     "publish": cmd_publish,
     "maintenance": cmd_maintenance,
+    "status": cmd_status,
+    "dead-letters": cmd_dead_letters,
     "router": cmd_router,
     "worker": cmd_worker,
     "run": cmd_run,
@@ -245,6 +281,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--message", help="what users are told, e.g. 'back at 14:00'")
     p.add_argument("--by", help="user id of who switched it")
     p.add_argument("--json", action="store_true", help="status as JSON")
+
+    p = sub.add_parser(
+        "status", help="broker, router, backend session, queues; exit status 1 if one is down"
+    )
+    p.add_argument("--json", action="store_true", help="as JSON")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds each check may take")
+
+    p = sub.add_parser("dead-letters", help="list or replay the dead-letter queue")
+    p.add_argument("action", choices=["list", "replay"])
+    p.add_argument("--limit", type=int, help="at most this many (list: 20 unless given)")
+    p.add_argument("--match", help="replay only those whose reason contains this text")
+    p.add_argument("--json", action="store_true", help="list as JSON")
 
     p = sub.add_parser("router", help="start the Crossbar router (foreground)")
     p.add_argument("--cbdir", help="router directory (default .crossbar or TIDINGS_CBDIR)")

@@ -20,3 +20,7 @@ events_queue = Queue(EVENTS_QUEUE_NAME, events_exchange, routing_key="#", durabl
 # default exchange straight to this queue.
 dead_queue = Queue(DEAD_QUEUE_NAME, durable=True)
 REASON_HEADER = "x-tidings-reason"
+# Where a dead letter came from, so that `tidings dead-letters replay` can send it back:
+# the routing key of a raw event, or the name of a Celery task.
+ROUTING_KEY_HEADER = "x-tidings-routing-key"
+TASK_HEADER = "x-tidings-task"
