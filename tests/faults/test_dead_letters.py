@@ -1,0 +1,104 @@
+"""`tidings dead-letters list|replay`: inspect the dead-letter queue and send letters back."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from kombu import Connection, Producer
+
+from tests.faults.producers import EventSource
+from tests.support.processes import base_env
+from workers.queues import DEAD_QUEUE_NAME, REASON_HEADER, ROUTING_KEY_HEADER, TASK_HEADER
+
+TIDINGS = str(Path(sys.executable).parent / "tidings")
+TOPIC = "tidings.user.fault-dead"
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def tidings(*args: str, broker_url: str) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [TIDINGS, "dead-letters", *args],
+        env=base_env(TIDINGS_BROKER_URL=broker_url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result
+    return result
+
+
+def dead_letter(broker_url: str, body: str, headers: dict[str, str]) -> None:
+    """Put a letter in the dead-letter queue as the worker does."""
+    with Connection(broker_url) as conn:
+        Producer(conn.channel()).publish(
+            body,
+            exchange="",
+            routing_key=DEAD_QUEUE_NAME,
+            headers=headers,
+            content_type="application/json",
+            content_encoding="utf-8",
+            delivery_mode=2,
+            serializer=None,
+        )
+
+
+def test_list_then_replay_events_and_tasks(router, vhost, start_worker, subscribe):
+    start_worker(router, vhost)
+    counter = subscribe(router.ws_url, "fault-dead", [TOPIC])
+    source = EventSource(vhost, TOPIC)
+    try:
+        # One the worker dead-letters itself...
+        source.raw_body("{not json at all", "entity.updated")
+        # ...and two that failed for a reason since gone (a router that refused).
+        event_id, task_id = str(uuid.uuid4()), str(uuid.uuid4())
+        event = {"event_id": event_id, "type": "publish", "topic": TOPIC, "payload": {"n": 1}}
+        dead_letter(
+            vhost,
+            json.dumps(event),
+            {REASON_HEADER: "router refused: for a while", ROUTING_KEY_HEADER: "publish"},
+        )
+        task = {"task": "tidings.publish", "id": task_id, "args": [TOPIC, {"n": 2}], "kwargs": {}}
+        dead_letter(
+            vhost,
+            json.dumps(task),
+            {REASON_HEADER: "router refused: for a while", TASK_HEADER: "tidings.publish"},
+        )
+
+        listing = {}
+        for _ in range(50):  # until the worker has dead-lettered the first one
+            listing = json.loads(tidings("list", "--json", broker_url=vhost).stdout)
+            if listing["count"] == 3:
+                break
+        assert listing["count"] == 3, listing
+        first, second, third = listing["first"]
+        assert "not JSON" in first["reason"] and first["routing_key"] == "entity.updated"
+        assert first["excerpt"].startswith("{not json")
+        assert second["routing_key"] == "publish" and second["task"] is None
+        assert third["task"] == "tidings.publish" and third["routing_key"] is None
+        text = tidings("list", broker_url=vhost).stdout
+        assert "3 in tidings.events.dead" in text and "routing key entity.updated" in text
+        # Listing leaves the queue as it was.
+        assert json.loads(tidings("list", "--json", broker_url=vhost).stdout) == listing
+
+        replayed = tidings("replay", "--match", "router refused", broker_url=vhost).stdout
+        assert "replayed 1 events and 1 tasks; 1 left" in replayed
+        counter.wait_all({event_id, task_id}, timeout=30)  # ids kept: duplicates stay detectable
+
+        # Replaying the one that is still bad: the worker dead-letters it again, marked.
+        assert "replayed 1 events and 0 tasks; 0 left" in tidings("replay", broker_url=vhost).stdout
+        for _ in range(50):
+            listing = json.loads(tidings("list", "--json", broker_url=vhost).stdout)
+            if listing["count"] == 1:
+                break
+        (again,) = listing["first"]
+        assert again["replays"] == 1 and "not JSON" in again["reason"]
+        assert again["routing_key"] == "entity.updated"
+    finally:
+        source.close()
