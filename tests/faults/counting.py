@@ -31,9 +31,12 @@ class CountingSubscriber:
         self.perms = list(perms)
         self.seen: Counter[str] = Counter()
         self.received = 0
-        # Events whose `seq` is lower than one seen before on the same topic.
+        # How often an event's `seq` was lower than the one before it on its topic.
         self.out_of_order = 0
         self.subscriptions = 0
+        # When the first and the latest event arrived (time.monotonic()).
+        self.first_at: float | None = None
+        self.last_at: float | None = None
         self._last_seq: dict[str, int] = {}
         self._cond = threading.Condition()
         self.connection = WampConnection(
@@ -56,14 +59,16 @@ class CountingSubscriber:
         event_id = payload.get("event_id") if isinstance(payload, dict) else None
         seq = payload.get("seq") if isinstance(payload, dict) else None
         topic = details.topic if details is not None else ""
+        now = time.monotonic()
         with self._cond:
             self.received += 1
+            self.first_at = self.first_at or now
+            self.last_at = now
             self.seen[str(event_id)] += 1
             if isinstance(seq, int):
                 if seq < self._last_seq.get(topic, -1):
                     self.out_of_order += 1
-                else:
-                    self._last_seq[topic] = seq
+                self._last_seq[topic] = seq
             self._cond.notify_all()
 
     # -- lifecycle ------------------------------------------------------------
@@ -88,6 +93,10 @@ class CountingSubscriber:
         """Deliveries beyond the first, over all event ids."""
         with self._cond:
             return self.received - len(self.seen)
+
+    def wait_received(self, count: int, timeout: float) -> None:
+        """Wait until `count` events (duplicates included) have arrived."""
+        self._wait(lambda: self.received >= count, timeout, f"{count} events")
 
     def wait_all(self, expected: set[str], timeout: float) -> None:
         """Wait until every expected event id has been seen at least once."""

@@ -30,8 +30,10 @@ class EventSource:
     drops. Not thread-safe: one source per producing thread.
     """
 
-    def __init__(self, broker_url: str, topic: str, *, confirm: bool = False) -> None:
+    def __init__(self, broker_url: str, topic: str, *, confirm: bool = False, pad: int = 0) -> None:
         self.topic = topic
+        # Filler in each payload, to make events weigh something on the wire.
+        self._extra = {"pad": "x" * pad} if pad else {}
         options = {"confirm_publish": True} if confirm else {}
         self._connection = Connection(broker_url, transport_options=options)
         self._producer = Producer(self._connection, exchange=EVENTS)
@@ -53,7 +55,7 @@ class EventSource:
             "event_id": event_id,
             "type": "publish",
             "topic": self.topic,
-            "payload": {"seq": seq},
+            "payload": {"seq": seq, **self._extra},
         }
         self.raw_body(json.dumps(body), "publish")
         self.sent.append(event_id)
@@ -78,7 +80,8 @@ class EventSource:
     def task(self, seq: int) -> str:
         """A `tidings.publish` Celery task, as any Celery client sends it."""
         event_id = str(uuid.uuid4())
-        self.send_task("tidings.publish", [self.topic, {"seq": seq, "event_id": event_id}])
+        payload = {"seq": seq, "event_id": event_id, **self._extra}
+        self.send_task("tidings.publish", [self.topic, payload])
         self.sent.append(event_id)
         self.tasks_sent += 1
         return event_id

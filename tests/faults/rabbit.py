@@ -42,11 +42,15 @@ def connections(url: str) -> list[str]:
 def close_connections(url: str, reason: str) -> int:
     """Close every connection of the URL's vhost (never another vhost's); how many."""
     pids = connections(url)
-    for pid in pids:
-        subprocess.run(
+    # One rabbitmqctl takes about a second: close them all at once.
+    closing = [
+        subprocess.Popen(
             ["rabbitmqctl", "-q", "close_connection", pid, reason],
-            capture_output=True,
-            timeout=60,
-            check=False,  # it may have gone by itself meanwhile
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
+        for pid in pids
+    ]
+    for process in closing:
+        process.wait(60)  # its status is moot: the connection may have gone by itself
     return len(pids)
