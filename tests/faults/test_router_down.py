@@ -1,14 +1,16 @@
 """Fault 1: the router stops for about five seconds while events flow, then comes back.
 
 How "nothing lost" is checked honestly: a subscriber connected to a router
-that restarts is disconnected too, and would miss whatever the worker
-publishes between the router's return and its own re-subscription; that gap
-is the browser's to close (through `tidings.history.since`), not the
-pipeline's. So the worker reaches the router through a link the test holds
-cut from the moment the router stops until the counting subscriber has
-subscribed again on the new router. The router really goes down (SIGTERM,
-then a new process) and the worker's Publisher really loses its session and
-reconnects by itself; only the moment it may do so is ordered.
+that restarts is disconnected too, and misses whatever the worker publishes
+between the router's return and its own re-subscription. The history
+(`tidings.history.since`) cannot close that gap here: it lives in the
+router's memory, so a restart answers `history_gap` and a browser reloads.
+That gap is the browser's, not the pipeline's. So the worker reaches the
+router through a link the test holds cut from the moment the router stops
+until the counting subscriber has subscribed again on the new router. The
+router really goes down (SIGTERM, then a new process) and the worker's
+Publisher really loses its session and reconnects by itself; only the moment
+it may do so is ordered.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ def test_router_down_five_seconds_nothing_lost(
         link.cut()
         time.sleep(max(0.0, DOWN - (time.monotonic() - down)))
         own_router.start()
-        downtime = time.monotonic() - down
+        router_down = time.monotonic() - down
         counter.wait_subscribed(2, timeout=30)
         link.restore()
         stream.join(timeout=120)
@@ -64,7 +66,7 @@ def test_router_down_five_seconds_nothing_lost(
             duplicates=counter.duplicates(),
             out_of_order=counter.out_of_order,
             dead_lettered=0,
-            downtime_s=round(downtime, 1),
+            router_down_s=round(router_down, 1),
             publisher_joins=joins,
         )
     finally:

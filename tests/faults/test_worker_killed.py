@@ -40,8 +40,13 @@ def test_worker_sigkill_mid_stream_nothing_lost(router, vhost, start_worker, sub
         first.kill()  # SIGKILL: no warm shutdown, no acks sent on the way out
         seen_at_kill = counter.received
         # RabbitMQ requeues a dead connection's unacked messages: none stay unacked.
-        depths = rabbit.queue_depths(vhost)
-        assert depths["tidings.events"][1] == 0 and depths["tidings"][1] == 0, depths
+        deadline = time.monotonic() + 30
+        while True:
+            depths = rabbit.queue_depths(vhost)
+            if depths["tidings.events"][1] == 0 and depths["tidings"][1] == 0:
+                break
+            assert time.monotonic() < deadline, f"still unacked after the kill: {depths}"
+            time.sleep(0.5)
         requeued = depths["tidings.events"][0] + depths["tidings"][0]
 
         second = start_worker(router, vhost)
