@@ -11,7 +11,7 @@ from concurrent.futures import Future, InvalidStateError
 from functools import partial
 from typing import Any
 
-from autobahn.wamp.exception import ApplicationError, TransportLost
+from autobahn.wamp.exception import ApplicationError, SerializationError, TransportLost
 from autobahn.wamp.types import PublishOptions
 
 from publisher import topics
@@ -111,6 +111,13 @@ class Publisher:
             acked = session.publish(topic, payload, options=options)
         except TransportLost:
             self._publish_later(topic, payload, options, future)
+            return
+        except Exception as exc:
+            # Raised here, not by the acknowledgement (e.g. a payload MsgPack
+            # cannot encode): fail this publish, or its message would wait for
+            # an acknowledgement that never comes and hold up every ack behind it.
+            error = PublishError(f"cannot encode {topic!r}: {exc}")
+            _complete(future, error if isinstance(exc, SerializationError) else exc)
             return
         acked.add_done_callback(partial(self._acked, topic, payload, options, future))
 

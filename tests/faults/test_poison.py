@@ -16,8 +16,10 @@ from typing import Any
 import pytest
 from kombu import Connection
 
+from publisher import Publisher, PublishError
 from tests.faults import rabbit
 from tests.faults.producers import EventSource
+from tidings.settings import load
 from workers.queues import DEAD_QUEUE_NAME, REASON_HEADER
 
 TOPIC = "tidings.user.fault-poison"
@@ -180,3 +182,17 @@ def test_poison_messages_dead_lettered_good_ones_delivered(
         )
     finally:
         source.close()
+
+
+def test_publisher_fails_a_payload_it_cannot_encode(router):
+    """Below the worker's checks: the Publisher itself never leaves such a publish hanging."""
+    config = load()
+    publisher = Publisher(config.__class__(**{**config.__dict__, "router_url": router.rs_url}))
+    publisher.start()
+    try:
+        publisher.connection.wait_joined(20)
+        with pytest.raises(PublishError, match="cannot encode"):
+            publisher.publish(TOPIC, {"x": 2**70}, timeout=10)
+        publisher.publish(TOPIC, {"x": 1}, timeout=10)  # and the session is fine
+    finally:
+        publisher.close()
