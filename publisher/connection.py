@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import struct
 import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from autobahn.asyncio.rawsocket import WampRawSocketClientFactory
+from autobahn.asyncio.rawsocket import WampRawSocketClientFactory, WampRawSocketClientProtocol
 from autobahn.asyncio.wamp import ApplicationSession
 from autobahn.asyncio.websocket import WampWebSocketClientFactory
 from autobahn.wamp import auth as wamp_auth
@@ -91,16 +92,42 @@ class _Session(ApplicationSession):
         super().onDisconnect()
 
 
+class _CorkableRawSocket(WampRawSocketClientProtocol):  # type: ignore[misc]
+    """RawSocket that writes a message as one segment, and a corked batch as one write.
+
+    autobahn writes the 4-byte length prefix and the message separately: two
+    syscalls, and two TCP segments for the router to read, per publish.
+    """
+
+    _corked: list[bytes] | None = None
+
+    def sendString(self, data: bytes) -> None:
+        if len(data) > self.max_length_send:
+            raise ValueError("Data too big")
+        frame = struct.pack(self.prefix_format, len(data)) + data
+        if self._corked is not None:
+            self._corked.append(frame)
+        else:
+            self.transport.write(frame)
+
+    def cork(self) -> None:
+        if self._corked is None:
+            self._corked = []
+
+    def uncork(self) -> None:
+        frames, self._corked = self._corked, None
+        if frames and self.transport is not None:
+            self.transport.write(b"".join(frames))
+
+
 def _transport_factory(url: str, make_session: Callable[[], _Session]) -> tuple[Any, str, int]:
     parts = urlsplit(url)
     host = parts.hostname or "127.0.0.1"
     if parts.scheme == "rs":
         # MsgPack: the backend link carries every event; it is the cheaper codec.
-        return (
-            WampRawSocketClientFactory(make_session, serializer=MsgPackSerializer()),
-            host,
-            parts.port or 8081,
-        )
+        rawsocket = WampRawSocketClientFactory(make_session, serializer=MsgPackSerializer())
+        rawsocket.protocol = _CorkableRawSocket
+        return rawsocket, host, parts.port or 8081
     if parts.scheme == "ws":
         factory = WampWebSocketClientFactory(make_session, url=url, serializers=[JsonSerializer()])
         return factory, host, parts.port or 80
@@ -198,11 +225,20 @@ class WampConnection:
         with self._calls_lock:
             calls, self._calls = self._calls, []
             self._calls_due = False
-        for callback, args in calls:
-            try:
-                callback(*args)
-            except Exception:
-                log.exception("error in a call on the WAMP loop")
+        # What the batch sends goes out in one write.
+        transport = getattr(self._session, "_transport", None)
+        protocol = transport if isinstance(transport, _CorkableRawSocket) else None
+        if protocol is not None:
+            protocol.cork()
+        try:
+            for callback, args in calls:
+                try:
+                    callback(*args)
+                except Exception:
+                    log.exception("error in a call on the WAMP loop")
+        finally:
+            if protocol is not None:
+                protocol.uncork()
 
     def joined_session(self) -> ApplicationSession | None:
         """The joined session right now, or None; only on the session's loop."""
