@@ -35,7 +35,7 @@ class Options:
     warmup: float = 2.0
     rate: float = 200.0
     fanout: tuple[int, ...] = (1, 100, 1000)
-    fanout_events: int = 60
+    fanout_events: int = 40
     sessions: int = 5000
     client_processes: int = 4
     hold: float = 12.0
@@ -103,9 +103,10 @@ def plan(options: Options) -> list[Step]:
         for size in options.fanout:
             # One event at a time on the wire: each is timed alone, not queued
             # behind the copies of the one before.
-            rate = 20.0 if size <= 100 else 5.0
-            run = partial(scenarios.fanout, size=size, events=options.fanout_events, rate=rate)
-            steps.append((f"fanout/{size}", 4 + size / 150 + options.fanout_events / rate, run))
+            rate = 10.0 if size <= 100 else 2.0
+            events = options.fanout_events if size <= 100 else options.fanout_events * 3 // 4
+            run = partial(scenarios.fanout, size=size, events=events, rate=rate)
+            steps.append((f"fanout/{size}", 4 + size / 150 + events / rate, run))
     if options.wants("connections"):
         run = partial(
             scenarios.connections,
