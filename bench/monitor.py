@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -10,7 +12,9 @@ from dataclasses import dataclass, field
 
 import psutil
 
-INTERVAL = 0.2
+INTERVAL = 0.5
+# Seconds between looks for new child processes (workers, clients come and go).
+REFRESH = 2.0
 
 
 def tree(pid: int) -> list[psutil.Process]:
@@ -36,22 +40,39 @@ def tree_rss(pid: int) -> int:
 class _Tracked:
     roots: Callable[[], list[int]]
     recursive: bool
+    procs: dict[int, psutil.Process] = field(default_factory=dict)
     cpu: dict[int, float] = field(default_factory=dict)  # pid -> last seen user+system
     start_cpu: dict[int, float] = field(default_factory=dict)
     peak_rss: int = 0
+    found_at: float = -math.inf
+
+    def _find(self) -> None:
+        # Finding children scans every process on the machine: done seldom, as
+        # the scan holds up the load generator that shares this process.
+        self.found_at = time.monotonic()
+        for root in self.roots():
+            if root not in self.procs:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    self.procs[root] = psutil.Process(root)
+            if self.recursive and root in self.procs:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    for child in self.procs[root].children(recursive=True):
+                        self.procs.setdefault(child.pid, child)
 
     def sample(self) -> None:
+        if time.monotonic() - self.found_at > REFRESH:
+            self._find()
         rss = 0
-        for root in self.roots():
-            for proc in tree(root) if self.recursive else tree(root)[:1]:
-                try:
-                    with proc.oneshot():
-                        times = proc.cpu_times()
-                        rss += proc.memory_info().rss
-                except psutil.NoSuchProcess:
-                    continue
-                self.cpu[proc.pid] = times.user + times.system
-                self.start_cpu.setdefault(proc.pid, self.cpu[proc.pid])
+        for pid, proc in list(self.procs.items()):
+            try:
+                with proc.oneshot():
+                    times = proc.cpu_times()
+                    rss += proc.memory_info().rss
+            except psutil.NoSuchProcess:
+                del self.procs[pid]
+                continue
+            self.cpu[pid] = times.user + times.system
+            self.start_cpu.setdefault(pid, self.cpu[pid])
         self.peak_rss = max(self.peak_rss, rss)
 
     def used(self) -> float:
