@@ -86,32 +86,35 @@ def _num(value: Any, digits: int = 1) -> str:
     return f"{value:,.{digits}f}"
 
 
+W = 48  # width of the first column
+
+
 def table(results: dict[str, Any]) -> str:
     """The printed report: one section per measurement, then the targets."""
     lines: list[str] = []
     add = lines.append
     usage_head = "router CPU  peak MB  worker CPU  peak MB"
-    add(f"{'throughput, enqueue → subscriber':46} {'events/s':>9}   {usage_head}")
+    add(f"{'throughput, enqueue → subscriber':{W}} {'events/s':>9}   {usage_head}")
     for key in THROUGHPUT_ORDER:
         run = results.get("throughput", {}).get(key)
         if run:
-            name = f"{LABELS[key]:6} {run['path']}"[:46]
-            add(f"{name:46} {_num(run['events_per_s'], 0):>9}  {_usage(run)}")
+            name = f"{LABELS[key]:6} {run['path']}"[:W]
+            add(f"{name:{W}} {_num(run['events_per_s'], 0):>9}  {_usage(run)}")
     add("")
-    points = f"{'p50':>6} {'p95':>6} {'p99':>6} {'max':>7}"
-    add(f"{'latency at 200 events/s (ms)':46} {points}  {usage_head}")
+    points = " ".join(f"{p:>7}" for p in ("p50", "p95", "p99", "max"))
+    add(f"{'latency at 200 events/s (ms)':{W}} {points}  {usage_head}")
     for key in LATENCY_ORDER:
         run = results.get("latency", {}).get(key)
         if run:
-            name = f"{LABELS[key]:6} {run['path']}"[:46]
-            cells = " ".join(f"{_num(run[p], 1):>6}" for p in ("p50", "p95", "p99"))
-            add(f"{name:46} {cells} {_num(run['max'], 1):>7} {_usage(run)}")
+            name = f"{LABELS[key]:6} {run['path']}"[:W]
+            cells = " ".join(f"{_num(run[p], 1):>7}" for p in ("p50", "p95", "p99", "max"))
+            add(f"{name:{W}} {cells} {_usage(run)}")
     add("")
     heads = f"{'p50':>6} {'p99':>6} {'events':>7} {'missed':>6}"
-    add(f"{'fan-out via (a): until the last has it (ms)':46} {heads}")
+    add(f"{'fan-out via (a): until the last has it (ms)':{W}} {heads}")
     for size, run in results.get("fanout", {}).items():
         add(
-            f"{f'{int(size):,} subscribers':46} {_num(run['p50']):>6} {_num(run['p99']):>6}"
+            f"{f'{int(size):,} subscribers':{W}} {_num(run['p50']):>6} {_num(run['p99']):>6}"
             f" {run['events']:>7} {run['incomplete']:>6}"
         )
     conn = results.get("connections")
@@ -119,19 +122,25 @@ def table(results: dict[str, Any]) -> str:
         add("")
         add(
             f"connections: {conn['held']:,} of {conn['sessions']:,} idle authenticated WebSocket"
-            f" sessions held; all joined in {conn['connect_seconds']:.1f} s"
-            f" ({conn['client_processes']} client processes); router memory"
-            f" {conn['router_rss_before_mb']:.0f} → {conn['router_rss_after_mb']:.0f} MB,"
+            f" sessions held,"
+        )
+        add(
+            f"  all joined in {conn['connect_seconds']:.1f} s"
+            f" ({conn['client_processes']} client processes);"
+        )
+        add(
+            f"  router memory {conn['router_rss_before_mb']:.0f}"
+            f" → {conn['router_rss_after_mb']:.0f} MB:"
             f" {conn['router_kib_per_session']:.1f} KiB per session"
         )
     add("")
-    add(f"{'target (ratios within this run)':46} {'reached':>9}  met")
+    add(f"{'target (ratios within this run)':{W}} {'reached':>9}  met")
     for row in results.get("targets", []):
         value = row["value"]
         shown = (
             _num(value, 2) if isinstance(value, float) else f"{value:,}" if value == value else "—"
         )
-        add(f"{row['target']:46} {shown:>9}  {'yes' if row['met'] else 'NO'}")
+        add(f"{row['target']:{W}} {shown:>9}  {'yes' if row['met'] else 'NO'}")
     return "\n".join(lines)
 
 

@@ -19,13 +19,13 @@ TOPIC = "tidings.entity.bench.1"
 
 # Path key -> what it is. "a2" is (a) with two worker processes.
 PATHS: dict[str, str] = {
-    "a": "tidings: Celery task tidings.publish, 1 worker process",
-    "a2": "tidings: Celery task tidings.publish, 2 worker processes",
-    "a'": "tidings: raw JSON domain event",
-    "b": "Crossbar HTTP bridge: one signed POST per event, from a task",
-    "c": "a new WAMP connection per Celery task",
-    "d": "one persistent WAMP session straight to the router",
-    "e": "no-op Celery task, same broker and worker settings",
+    "a": "tidings, Celery task, 1 worker process",
+    "a2": "tidings, Celery task, 2 worker processes",
+    "a'": "tidings, raw JSON domain event",
+    "b": "HTTP bridge, signed POST per event",
+    "c": "new WAMP connection per Celery task",
+    "d": "one WAMP session straight to router",
+    "e": "no-op Celery task, same settings",
 }
 TASKS = {
     "a": "tidings.publish",
