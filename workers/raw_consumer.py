@@ -67,6 +67,13 @@ class RawEventConsumer(bootsteps.ConsumerStep):  # type: ignore[misc]
         dead_queue(channel).declare()
         channel.basic_qos(0, PREFETCH, False)
         self._producer = Producer(channel)
+        # A consumer restart can drop callbacks the hub had queued (the hub
+        # discards a batch when one of them raises), a pending flush among
+        # them: with the flag still set, no flush would ever be scheduled again.
+        with self._lock:
+            self._flush_due = False
+        if self._hub is not None:
+            self._hub.call_soon(self._flush)
         return [Consumer(channel, queues=[events_queue], on_message=self.on_message, no_ack=False)]
 
     def start(self, c: Any) -> None:

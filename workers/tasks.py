@@ -44,7 +44,6 @@ class _AckAfterRouter:
     def __init__(self) -> None:
         self._waiting: dict[str, list[Future[None]]] = {}
         self._settled: list[tuple[AckAfterPublish, BaseException | None]] = []
-        self._due = False
         self._lock = threading.Lock()
 
     def can_defer(self) -> bool:
@@ -72,9 +71,11 @@ class _AckAfterRouter:
                     return
                 error = next((f.exception() for f in futures if f.exception()), None)
                 self._settled.append((request, error))
-                if self._due:
-                    return
-                self._due = True
+            # Scheduled every time, not once per batch: the hub drops queued
+            # callbacks when one of them raises (on a lost connection), and a
+            # dropped flush must not leave every later ack waiting for good.
+            # The hub wakes once for any number of them; a flush finding
+            # nothing settled costs next to nothing.
             hub.call_soon(self._flush)
 
         for future in futures:
@@ -83,7 +84,6 @@ class _AckAfterRouter:
     def _flush(self) -> None:
         with self._lock:
             settled, self._settled = self._settled, []
-            self._due = False
         for request, error in settled:
             request.settle(error)
 
