@@ -236,6 +236,7 @@ def cmd_bench(args: argparse.Namespace, config: Settings) -> int:
     if args.quick:
         options.seconds, options.warmup = min(args.seconds, 3.0), 1.0
         options.fanout, options.fanout_events, options.sessions, options.hold = (1, 100), 40, 400, 2
+        options.rounds = 1
     try:
         results = bench_main.run(options)
     except (OSError, RuntimeError, TimeoutError) as exc:
