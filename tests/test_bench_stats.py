@@ -76,7 +76,7 @@ def test_targets_are_judged_within_the_run() -> None:
 
 def test_ratios_pair_runs_of_the_same_round() -> None:
     def runs(*rates: float) -> list[dict]:
-        return [{"events_per_s": rate} for rate in rates]
+        return [{"path": "p", "events_per_s": rate} for rate in rates]
 
     # Round 2 was disturbed for both paths alike: its ratio still counts, its
     # rates do not drag the median.
