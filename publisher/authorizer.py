@@ -12,7 +12,7 @@ from typing import Any
 
 from autobahn.twisted.wamp import ApplicationSession
 
-from publisher import access, router_errors
+from publisher import access, dispatch_guard, router_errors
 from tidings.settings import FRONTEND_ROLE
 
 log = logging.getLogger(__name__)
@@ -61,4 +61,5 @@ class Authorizer(ApplicationSession):  # type: ignore[misc]
 
     def onJoin(self, details: Any) -> Any:
         router_errors.install()
+        dispatch_guard.install()
         return self.register(authorize, AUTHORIZER_URI)
