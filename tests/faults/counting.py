@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from autobahn.wamp.types import SubscribeOptions
@@ -98,8 +98,14 @@ class CountingSubscriber:
         """Wait until `count` events (duplicates included) have arrived."""
         self._wait(lambda: self.received >= count, timeout, f"{count} events")
 
-    def wait_all(self, expected: set[str], timeout: float) -> None:
-        """Wait until every expected event id has been seen at least once."""
+    def wait_all(
+        self, expected: set[str], timeout: float, explain: Callable[[], object] | None = None
+    ) -> None:
+        """Wait until every expected event id has been seen at least once.
+
+        `explain` adds to a failure what may say where the missing ones are
+        (queue depths, say).
+        """
         # Counting the seen ones among the expected is O(n) per check: check at
         # most every 0.2 s, not on every event.
         deadline = time.monotonic() + timeout
@@ -109,8 +115,9 @@ class CountingSubscriber:
                 return
             if time.monotonic() > deadline:
                 raise AssertionError(
-                    f"{len(missing)} of {len(expected)} events never arrived within {timeout}s "
-                    f"(received {self.received}, e.g. missing {sorted(missing)[:3]})"
+                    f"{self.user}: {len(missing)} of {len(expected)} events never arrived within "
+                    f"{timeout}s (received {self.received}, e.g. missing {sorted(missing)[:3]})"
+                    + (f"; {explain()}" if explain else "")
                 )
             time.sleep(0.2)
 

@@ -54,3 +54,11 @@ def close_connections(url: str, reason: str) -> int:
     for process in closing:
         process.wait(60)  # its status is moot: the connection may have gone by itself
     return len(pids)
+
+
+def explain(url: str) -> str:
+    """Queue depths for a failure message: are missing events queued, or held unacked?"""
+    try:
+        return f"queues (ready, unacked): {queue_depths(url)}"
+    except Exception as exc:  # the explanation must not hide the failure
+        return f"queue depths unavailable: {exc}"

@@ -26,15 +26,6 @@ pytestmark = [
 ]
 
 
-def wait_all(counter, expected: set[str], vhost: str, timeout: float) -> None:
-    try:
-        counter.wait_all(expected, timeout)
-    except AssertionError as exc:
-        # Where they are: still queued, or held unacked by a stalled worker.
-        depths = rabbit.queue_depths(vhost)
-        raise AssertionError(f"{exc}; queues (ready, unacked): {depths}") from None
-
-
 def test_broker_connections_dropped_nothing_lost(router, vhost, start_worker, subscribe, tally):
     worker = start_worker(router, vhost)
     counter = subscribe(router.ws_url, "fault-broker", [TOPIC])
@@ -47,10 +38,10 @@ def test_broker_connections_dropped_nothing_lost(router, vhost, start_worker, su
             before = len(source.sent)
             closed.append(rabbit.close_connections(vhost, "tidings fault test: connection dropped"))
             # Everything confirmed before the drop must come through.
-            wait_all(counter, set(source.sent[:before]), vhost, timeout=60)
+            counter.wait_all(set(source.sent[:before]), 60, lambda: rabbit.explain(vhost))
         stream.join(timeout=120)
         expected = set(source.sent)
-        wait_all(counter, expected, vhost, timeout=120)
+        counter.wait_all(expected, 120, lambda: rabbit.explain(vhost))
         counter.wait_quiet(1.0, timeout=10)
 
         assert len(expected) == EVENTS

@@ -143,7 +143,7 @@ def test_poison_messages_dead_lettered_good_ones_delivered(
         assert len(poison) == len(kinds) * ROUNDS
 
         expected = set(source.sent)
-        counter.wait_all(expected, timeout=90)
+        counter.wait_all(expected, 90, lambda: rabbit.explain(vhost))
         elapsed = time.monotonic() - started
         # Nothing stuck: every message was acked, good or bad.
         deadline = time.monotonic() + 30

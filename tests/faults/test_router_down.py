@@ -19,6 +19,7 @@ import time
 
 import pytest
 
+from tests.faults import rabbit
 from tests.faults.producers import EventSource, Stream
 
 TOPIC = "tidings.user.fault-router"
@@ -49,7 +50,7 @@ def test_router_down_five_seconds_nothing_lost(
         link.restore()
         stream.join(timeout=120)
         expected = set(source.sent)
-        counter.wait_all(expected, timeout=120)
+        counter.wait_all(expected, 120, lambda: rabbit.explain(vhost))
         counter.wait_quiet(1.0, timeout=10)
 
         assert len(expected) == EVENTS

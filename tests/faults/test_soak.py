@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from tests.faults import rabbit
 from tests.faults.memory import MiB, tree_rss
 from tests.faults.producers import EventSource, Stream
 
@@ -68,7 +69,7 @@ def test_soak_router_restarted_twice_exact_count_flat_memory(
                 outages.append(round(restart_router(own_router, link, counter), 1))
         stream.join(timeout=events / 50)
         expected = set(source.sent)
-        counter.wait_all(expected, timeout=max(120, events / 100))
+        counter.wait_all(expected, max(120, events / 100), lambda: rabbit.explain(vhost))
         elapsed = time.monotonic() - started
         counter.wait_quiet(1.0, timeout=10)
 

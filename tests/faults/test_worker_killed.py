@@ -52,7 +52,7 @@ def test_worker_sigkill_mid_stream_nothing_lost(router, vhost, start_worker, sub
         second = start_worker(router, vhost)
         stream.join(timeout=60)
         expected = set(source.sent)
-        counter.wait_all(expected, timeout=120)
+        counter.wait_all(expected, 120, lambda: rabbit.explain(vhost))
         counter.wait_quiet(1.0, timeout=10)
 
         assert len(expected) == EVENTS
