@@ -15,7 +15,7 @@ from typing import Any
 
 import txaio
 
-log = txaio.make_logger()
+log = txaio.make_logger()  # type: ignore[attr-defined]
 _installed = False
 
 
@@ -41,5 +41,5 @@ def install() -> None:
                 session=getattr(session, "_session_id", None),
             )
 
-    Router.send = send_or_skip
+    Router.send = send_or_skip  # type: ignore[method-assign]
     _installed = True
