@@ -24,6 +24,11 @@ app.conf.update(
     # router's acknowledgement) is done, and requeued if the worker dies.
     task_acks_late=True,
     task_reject_on_worker_lost=True,
+    # After a reconnect Celery lowers the prefetch and restores it from the
+    # callback of an ack, which in the threads pool runs on a pool thread: a
+    # basic.qos on the consumer's connection from there interleaves with the
+    # consumer's own reads (frame errors, lost deliveries). Keep it fixed.
+    worker_enable_prefetch_count_reduction=False,
     task_queues=(task_queue,),
     task_default_queue=TASK_QUEUE_NAME,
     task_default_exchange=TASK_QUEUE_NAME,
