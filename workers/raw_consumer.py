@@ -38,13 +38,15 @@ PREFETCH = 512
 class _Pending:
     """One AMQP message waiting for the router to acknowledge its publishes."""
 
-    __slots__ = ("done", "error", "message", "remaining")
+    __slots__ = ("alone", "done", "error", "message", "remaining")
 
-    def __init__(self, message: Message, count: int) -> None:
+    def __init__(self, message: Message, count: int, alone: bool = False) -> None:
         self.message = message
         self.remaining = count
         self.error: str | None = None
         self.done = False
+        # Acked on its own, never by a multiple=True ack (see _in_sequence).
+        self.alone = alone
 
 
 class RawEventConsumer(bootsteps.ConsumerStep):  # type: ignore[misc]
@@ -57,6 +59,11 @@ class RawEventConsumer(bootsteps.ConsumerStep):  # type: ignore[misc]
         self._flush_due = False
         self._lock = threading.Lock()
         self._hub: Any = None
+        # The channel raw events arrive on, the last delivery tag seen on it,
+        # and whether one was ever skipped (see _in_sequence).
+        self._channel: Any = None
+        self._last_tag = 0
+        self._gap = False
         self._producer: Producer | None = None
         self.consumed = 0
         self.dead_lettered = 0
@@ -84,12 +91,13 @@ class RawEventConsumer(bootsteps.ConsumerStep):  # type: ignore[misc]
     # -- receiving ----------------------------------------------------------
     def on_message(self, message: Message) -> None:
         self.consumed += 1
+        alone = not self._in_sequence(message)
         try:
             outgoing = events.plan(events.decode(message.body))
         except events.InvalidEvent as exc:
             self._dead_letter(message, str(exc))
             return
-        pending = _Pending(message, len(outgoing))
+        pending = _Pending(message, len(outgoing), alone)
         self._inflight.append(pending)
         publisher = get_publisher()
         for item in outgoing:
@@ -103,6 +111,29 @@ class RawEventConsumer(bootsteps.ConsumerStep):  # type: ignore[misc]
                 self._settle(pending, _error_of(future, wait=True))
             else:
                 future.add_done_callback(partial(self._on_published, pending))
+
+    def _in_sequence(self, message: Message) -> bool:
+        """Whether every earlier delivery on this message's channel reached this consumer.
+
+        A multiple=True ack also acks deliveries this consumer never saw:
+        after a connection restart the client can lose a run of deliveries
+        (seen as frame errors in the log), and a batch ack past them would
+        drop those events silently. Once tags skip, this channel's messages
+        are acked one by one, so what was skipped is redelivered instead.
+        """
+        if message.channel is not self._channel:
+            self._channel, self._last_tag, self._gap = message.channel, 0, False
+        tag = int(message.delivery_tag)
+        if tag != self._last_tag + 1 and not self._gap:
+            self._gap = True
+            log.warning(
+                "raw-event deliveries %d to %d never reached the consumer; "
+                "acking one by one on this channel so that they come back",
+                self._last_tag + 1,
+                tag - 1,
+            )
+        self._last_tag = max(self._last_tag, tag)
+        return not self._gap
 
     # -- settling (publisher thread → consumer thread) -----------------------
     def _on_published(self, pending: _Pending, future: Future[None]) -> None:
@@ -140,7 +171,7 @@ class RawEventConsumer(bootsteps.ConsumerStep):  # type: ignore[misc]
             while self._inflight and self._inflight[0].done:
                 ready.append(self._inflight.popleft())
         for pending in ready:
-            if pending.error:
+            if pending.error or pending.alone:
                 if last_good is not None:
                     self._ack_through(last_good)
                     last_good = None
