@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from urllib.parse import quote, urlsplit, urlunsplit
 
 from kombu import Connection
+
+from tidings.procs import isolated_vhost
 
 DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672//"
 
@@ -29,29 +29,6 @@ def docker_answers() -> bool:
         return False
     result = subprocess.run(["docker", "info"], capture_output=True, timeout=10, check=False)
     return result.returncode == 0
-
-
-def _rabbitmqctl(*args: str) -> bool:
-    result = subprocess.run(["rabbitmqctl", *args], capture_output=True, timeout=60, check=False)
-    return result.returncode == 0
-
-
-@contextmanager
-def isolated_vhost(url: str) -> Iterator[str]:
-    """A fresh vhost on a local broker, deleted afterwards, so that test runs never
-    share the fixed queue names; the URL unchanged where rabbitmqctl cannot help."""
-    parts = urlsplit(url)
-    local = parts.hostname in ("127.0.0.1", "localhost", "::1")
-    name = f"tidings-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    if not (local and shutil.which("rabbitmqctl") and _rabbitmqctl("add_vhost", name)):
-        yield url
-        return
-    try:
-        user = parts.username or "guest"
-        _rabbitmqctl("set_permissions", "-p", name, user, ".*", ".*", ".*")
-        yield urlunsplit(parts._replace(path="/" + quote(name, safe="")))
-    finally:
-        _rabbitmqctl("delete_vhost", name)
 
 
 @contextmanager

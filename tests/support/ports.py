@@ -1,31 +1,5 @@
-"""Free TCP ports on loopback and waiting for a port to answer."""
+"""Free TCP ports on loopback and waiting for a port to answer (shared with the bench)."""
 
-from __future__ import annotations
+from tidings.procs import free_port, port_open, wait_port
 
-import socket
-import time
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def port_open(port: int, host: str = "127.0.0.1") -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def wait_port(port: int, timeout: float, alive=lambda: True, host: str = "127.0.0.1") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not alive():
-            raise RuntimeError(f"process died before port {port} opened")
-        if port_open(port, host):
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"port {port} did not open within {timeout}s")
+__all__ = ["free_port", "port_open", "wait_port"]

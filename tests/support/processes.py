@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from tests.support.ports import free_port, port_open, wait_port
+from tidings.procs import Child, free_port, port_open, wait_port
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -32,87 +28,6 @@ def base_env(**extra: str) -> dict[str, str]:
     )
     env.update(extra)
     return env
-
-
-class _LogPump:
-    """Copies a child's output to a file and remembers it for assertions."""
-
-    def __init__(self, stream: IO[bytes], path: Path) -> None:
-        self.path = path
-        self.lines: list[str] = []
-        self._thread = threading.Thread(target=self._pump, args=(stream,), daemon=True)
-        self._thread.start()
-
-    def _pump(self, stream: IO[bytes]) -> None:
-        with open(self.path, "a", encoding="utf-8") as out:
-            for raw in iter(stream.readline, b""):
-                line = raw.decode("utf-8", "replace")
-                self.lines.append(line)
-                out.write(line)
-                out.flush()
-
-    def wait_for(self, text: str, timeout: float, alive: Callable[[], bool]) -> None:
-        deadline = time.monotonic() + timeout
-        seen = 0
-        while time.monotonic() < deadline:
-            while seen < len(self.lines):
-                if text in self.lines[seen]:
-                    return
-                seen += 1
-            if not alive():
-                raise RuntimeError(f"process exited before printing {text!r}; log: {self.path}")
-            time.sleep(0.05)
-        raise TimeoutError(f"{text!r} not printed within {timeout}s; log: {self.path}")
-
-
-class Child:
-    """A child process in its own process group, with its output pumped to a log."""
-
-    proc: subprocess.Popen[bytes] | None = None
-    log: _LogPump | None = None
-
-    def _spawn(self, argv: list[str], env: dict[str, str], log_path: Path, cwd: Path) -> None:
-        self.proc = subprocess.Popen(
-            argv,
-            env=env,
-            cwd=cwd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        assert self.proc.stdout is not None
-        self.log = _LogPump(self.proc.stdout, log_path)
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def signal(self, sig: int) -> None:
-        if self.alive():
-            assert self.proc is not None
-            os.killpg(self.proc.pid, sig)
-
-    def stop(self, timeout: float = 15) -> None:
-        if self.proc is None:
-            return
-        if self.alive():
-            self.signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.signal(signal.SIGKILL)
-                self.proc.wait(5)
-        self.proc = None
-
-    def kill(self) -> None:
-        self.signal(signal.SIGKILL)
-        if self.proc is not None:
-            self.proc.wait(5)
-        self.proc = None
 
 
 class Router(Child):
