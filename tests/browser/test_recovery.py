@@ -14,6 +14,10 @@ from tests.support.clients import Subscriber
 from tidings.settings import load
 
 WS = re.compile(r".*/ws$")
+# A send the page makes while the cut is closing its socket (autobahn does not check the
+# socket's state before sending) is logged by the browser as below; it is lost with the
+# link, and recovery is what this test checks. Seen once in about a hundred runs.
+LINK_DOWN = re.compile(r"WebSocket is already in CLOSING or CLOSED state")
 
 
 class Link:
@@ -38,6 +42,7 @@ class Link:
 
 
 def test_events_missed_while_the_link_is_down_are_recovered(browsers: Browsers, router, send_task):
+    browsers.expected_errors = LINK_DOWN
     link = Link()
     browsers.context("user-4").route_web_socket(WS, link.route)
     dave = browsers.user("4", order="4501")
