@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import multiprocessing as mp
 import threading
 import time
@@ -19,11 +18,8 @@ from multiprocessing.sharedctypes import Synchronized
 from typing import Any
 from urllib.parse import urlsplit
 
-from autobahn.asyncio.wamp import ApplicationSession
-from autobahn.asyncio.websocket import WampWebSocketClientFactory
-from autobahn.wamp.serializer import JsonSerializer
-from autobahn.wamp.types import ComponentConfig
-
+from bench.wamp_ws import WampSubscriber
+from publisher import tickets
 from tidings.settings import REALM
 
 # Handshakes in flight at once per process: enough to keep the router busy,
@@ -35,42 +31,6 @@ PERMS = ["entity:bench:view"]
 Arrival = list[float]
 
 
-class _Session(ApplicationSession):
-    def __init__(self, swarm: _SwarmLoop, user: str) -> None:
-        super().__init__(ComponentConfig(realm=REALM))
-        self._swarm = swarm
-        self._user = user
-        self.joined: asyncio.Future[bool] = asyncio.get_event_loop().create_future()
-
-    def onConnect(self) -> None:
-        self.join(REALM, authmethods=["ticket"])
-
-    def onChallenge(self, challenge: Any) -> str:
-        from publisher import tickets
-
-        return tickets.issue(self._swarm.secret, self._user, PERMS, 3600)
-
-    async def onJoin(self, details: Any) -> None:
-        ok = True
-        if self._swarm.topic:
-            try:
-                await self.subscribe(self._swarm.on_event, self._swarm.topic)
-            except Exception:
-                ok = False  # e.g. refused: counts as not joined
-        if not self.joined.done():
-            self.joined.set_result(ok)
-
-    def onLeave(self, details: Any) -> None:
-        self._swarm.left += 1
-        if not self.joined.done():
-            self.joined.set_result(False)
-        self.disconnect()
-
-    def onDisconnect(self) -> None:
-        if not self.joined.done():
-            self.joined.set_result(False)
-
-
 class _SwarmLoop:
     """Runs in the child: connects the sessions and records arrivals."""
 
@@ -80,12 +40,11 @@ class _SwarmLoop:
         self.count = count
         self.topic = topic
         self.name = name
-        self.left = 0
+        self.sessions: list[WampSubscriber] = []
         self.arrivals: dict[int, Arrival] = {}
         self.received: Synchronized[int] | None = None
 
-    def on_event(self, payload: dict[str, Any]) -> None:
-        now = time.time()
+    def on_event(self, payload: dict[str, Any], now: float) -> None:
         n = payload["n"]
         seen = self.arrivals.get(n)
         if seen is None:
@@ -97,7 +56,8 @@ class _SwarmLoop:
             self.received.value += 1
 
     def collect(self, answer: Future[tuple[dict[int, Arrival], int]]) -> None:
-        answer.set_result((dict(self.arrivals), self.left))
+        left = sum(1 for session in self.sessions if session.closed.done())
+        answer.set_result((dict(self.arrivals), left))
         self.arrivals.clear()
 
     async def connect_all(self) -> tuple[int, float]:
@@ -108,37 +68,19 @@ class _SwarmLoop:
 
         async def one(i: int) -> bool:
             async with gate:
-                user = f"{self.name}-{i}"
-                made: asyncio.Future[_Session] = loop.create_future()
-
-                def make() -> _Session:
-                    session = _Session(self, user)
-                    made.set_result(session)
-                    return session
-
-                factory = WampWebSocketClientFactory(
-                    make, url=self.url, serializers=[JsonSerializer()]
-                )
+                ticket = tickets.issue(self.secret, f"{self.name}-{i}", PERMS, 3600)
+                session = WampSubscriber(host, port, REALM, ticket, self.topic, self.on_event)
                 try:
-                    await loop.create_connection(factory, host, port)
-                    session = await asyncio.wait_for(made, 30)
-                    return await asyncio.wait_for(session.joined, 30)
+                    await loop.create_connection(lambda: session, host, port)
+                    ok = await asyncio.wait_for(session.joined, 30)
                 except (OSError, TimeoutError):
                     return False
+                self.sessions.append(session)
+                return ok
 
         started = time.monotonic()
         results = await asyncio.gather(*(one(i) for i in range(self.count)))
         return sum(results), time.monotonic() - started
-
-
-def _decode_json_in_c() -> None:
-    """autobahn decodes JSON with a pure-Python scanner, so that it can carry binary
-    payloads (tidings never sends any). With the C decoder a client process takes
-    several times more events, and the clients are not what the bench measures.
-    The wire stays JSON, as from a browser."""
-    from autobahn.wamp import serializer
-
-    serializer._loads = lambda text, **_: json.loads(text)  # type: ignore[attr-defined]
 
 
 def _child(
@@ -150,7 +92,6 @@ def _child(
     pipe: Connection,
     received: Synchronized[int],
 ) -> None:
-    _decode_json_in_c()
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     swarm = _SwarmLoop(url, secret, count, topic, name)

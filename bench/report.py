@@ -158,7 +158,8 @@ def table(results: dict[str, Any]) -> str:
         shown = (
             _num(value, 2) if isinstance(value, float) else f"{value:,}" if value == value else "—"
         )
-        add(f"{row['target']:{W}} {shown:>9}  {'yes' if row['met'] else 'NO'}")
+        met = "not run" if shown == "—" else "yes" if row["met"] else "NO"
+        add(f"{row['target']:{W}} {shown:>9}  {met}")
     return "\n".join(lines)
 
 
