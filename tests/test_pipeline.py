@@ -164,3 +164,32 @@ def test_invalid_task_is_dead_lettered_and_the_next_one_arrives(router, worker, 
         assert "payload must be a JSON object" in dead["headers"]["x-tidings-reason"]
     finally:
         sub.close()
+
+
+def test_tasks_the_consumer_leaves_to_the_pool_arrive_and_misfits_are_dead_lettered(
+    router, worker, broker_url
+):
+    # The consumer publishes plain tasks itself (workers.inline); one with a
+    # countdown, or with a callback, goes through Celery's pool instead.
+    sub = Subscriber(router.ws_url, "12", ["tidings.user.12"]).start()
+    try:
+        client = plain_celery(broker_url)
+        marker = f"marker-args-{uuid.uuid4()}"
+        topic = "tidings.user.12"
+
+        def send(args: list, **options) -> None:
+            client.send_task("tidings.publish", args, queue="tidings", **options)
+
+        send([topic, {"m": marker}, None, None, False, "one too many"])
+        send([topic, {"n": "later"}], countdown=1)
+        linked = client.signature(
+            "tidings.publish", [topic, {"n": "linked"}], immutable=True, queue="tidings"
+        )
+        send([topic, {"n": "first"}], link=linked)
+        send([topic, {"n": "inline"}])
+        received = sub.wait_count(4, timeout=20)
+        assert sorted(e["n"] for e in received) == ["first", "inline", "later", "linked"]
+        dead = read_dead(broker_url, marker)
+        assert "arguments do not fit tidings.publish" in dead["headers"]["x-tidings-reason"]
+    finally:
+        sub.close()
