@@ -17,6 +17,7 @@ from autobahn.asyncio.rawsocket import WampRawSocketClientFactory, WampRawSocket
 from autobahn.asyncio.wamp import ApplicationSession
 from autobahn.asyncio.websocket import WampWebSocketClientFactory
 from autobahn.wamp import auth as wamp_auth
+from autobahn.wamp.exception import SerializationError, TransportLost
 from autobahn.wamp.serializer import JsonSerializer, MsgPackSerializer
 from autobahn.wamp.types import ComponentConfig
 
@@ -110,6 +111,16 @@ class _CorkableRawSocket(WampRawSocketClientProtocol):  # type: ignore[misc]
         else:
             self.transport.write(frame)
 
+    def send(self, msg: Any) -> None:
+        # autobahn's own send formats a debug line per message, logged or not.
+        if not self.isOpen():
+            raise TransportLost()
+        try:
+            payload, _ = self._serializer.serialize(msg)
+        except Exception as exc:
+            raise SerializationError(f"unable to serialize WAMP message ({exc})") from exc
+        self.sendString(payload)
+
     def cork(self) -> None:
         if self._corked is None:
             self._corked = []
@@ -175,6 +186,8 @@ class WampConnection:
 
     # -- lifecycle ---------------------------------------------------------
     def start(self) -> WampConnection:
+        if self._started:
+            return self  # every publish passes here: no lock once running
         with self._start_lock:
             if not self._started:
                 self._started = True

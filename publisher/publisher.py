@@ -7,7 +7,7 @@ import contextlib
 import logging
 import os
 import threading
-from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import InvalidStateError
 from functools import partial
 from typing import Any
 
@@ -15,6 +15,7 @@ from autobahn.wamp.exception import ApplicationError, SerializationError, Transp
 from autobahn.wamp.types import PublishOptions
 
 from publisher import topics
+from publisher.acked import Acked
 from publisher.connection import Credentials, WampConnection
 from tidings.settings import BACKEND_AUTHID, REALM, Settings, settings
 
@@ -84,21 +85,19 @@ class Publisher:
                 + (f" ({self.connection.last_error})" if self.connection.last_error else "")
             ) from None
 
-    def publish_async(self, topic: str, payload: Any, **options: Any) -> Future[None]:
+    def publish_async(self, topic: str, payload: Any, **options: Any) -> Acked:
         """Start a publish; the future completes on the router's acknowledgement.
 
         Cancelling the future before the publish went out keeps it from going out.
         """
         topics.require(topic)
         publish_options = _publish_options(**options)
-        future: Future[None] = Future()
+        future = Acked()
         self.connection.call_soon(self._start, topic, payload, publish_options, future)
         return future
 
     # -- on the session's loop ------------------------------------------------
-    def _start(
-        self, topic: str, payload: Any, options: PublishOptions, future: Future[None]
-    ) -> None:
+    def _start(self, topic: str, payload: Any, options: PublishOptions, future: Acked) -> None:
         # The common case costs no task and no coroutine: publish on the joined
         # session and complete the future from the acknowledgement's callback.
         if future.cancelled():
@@ -122,7 +121,7 @@ class Publisher:
         acked.add_done_callback(partial(self._acked, topic, payload, options, future))
 
     def _acked(
-        self, topic: str, payload: Any, options: PublishOptions, future: Future[None], acked: Any
+        self, topic: str, payload: Any, options: PublishOptions, future: Acked, acked: Any
     ) -> None:
         error = acked.exception()
         if isinstance(error, TransportLost):
@@ -131,7 +130,7 @@ class Publisher:
             _complete(future, _refused(topic, error) if error else None)
 
     def _publish_later(
-        self, topic: str, payload: Any, options: PublishOptions, future: Future[None]
+        self, topic: str, payload: Any, options: PublishOptions, future: Acked
     ) -> None:
         async def publish() -> None:
             try:
@@ -144,7 +143,7 @@ class Publisher:
         task = asyncio.ensure_future(publish())
         loop = self.connection.loop
 
-        def stop_if_cancelled(done: Future[None]) -> None:
+        def stop_if_cancelled(done: Acked) -> None:
             # A caller that gave up (timeout) cancels the future: stop retrying too.
             if done.cancelled():
                 loop.call_soon_threadsafe(task.cancel)
@@ -165,7 +164,7 @@ class Publisher:
                 raise _refused(topic, exc) from exc
 
 
-def _complete(future: Future[None], error: BaseException | None) -> None:
+def _complete(future: Acked, error: BaseException | None) -> None:
     """Complete a publish's future, unless its caller cancelled it meanwhile."""
     with contextlib.suppress(InvalidStateError):
         if error is None:

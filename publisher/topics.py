@@ -6,6 +6,7 @@ history all read this list.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 
@@ -63,10 +64,20 @@ CATALOGUE: tuple[Topic, ...] = (
 
 def lookup(uri: str) -> tuple[Topic, dict[str, str]] | None:
     """The catalogue entry a concrete topic URI belongs to, with its parts."""
+    if not isinstance(uri, str):
+        return None
+    found = _lookup(uri)
+    return None if found is None else (found[0], dict(found[1]))
+
+
+# Every publish is looked up, in the worker and again in the router, and a
+# few topics carry most events: remember the answers for the busiest ones.
+@functools.lru_cache(maxsize=4096)
+def _lookup(uri: str) -> tuple[Topic, tuple[tuple[str, str], ...]] | None:
     for topic in CATALOGUE:
         parts = topic.match(uri)
         if parts is not None:
-            return topic, parts
+            return topic, tuple(parts.items())
     return None
 
 

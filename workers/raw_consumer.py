@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from concurrent.futures import Future
 from functools import partial
 from typing import Any
 
@@ -20,6 +19,7 @@ from kombu import Consumer, Producer
 from kombu.message import Message
 
 from publisher import PublishError, get_publisher
+from publisher.acked import Acked
 from workers import events
 from workers.queues import (
     DEAD_QUEUE_NAME,
@@ -136,7 +136,7 @@ class RawEventConsumer(bootsteps.ConsumerStep):  # type: ignore[misc]
         return not self._gap
 
     # -- settling (publisher thread → consumer thread) -----------------------
-    def _on_published(self, pending: _Pending, future: Future[None]) -> None:
+    def _on_published(self, pending: _Pending, future: Acked) -> None:
         with self._lock:
             pending.remaining -= 1
             error = _error_of(future)
@@ -225,7 +225,7 @@ class RawEventConsumer(bootsteps.ConsumerStep):  # type: ignore[misc]
         self.dead_lettered += 1
 
 
-def _error_of(future: Future[None], wait: bool = False) -> str | None:
+def _error_of(future: Acked, wait: bool = False) -> str | None:
     try:
         if wait:
             future.result()
