@@ -203,9 +203,23 @@ def _timestamp(value: Any) -> str:
     return value
 
 
+# In the encoded payload: a run of digits that might be an integer beyond 64 bits.
+_LONG_NUMBER = re.compile(r"\d{19}")
+
+
 def _check_size(payload: dict[str, Any]) -> None:
-    _check_sendable(payload)
-    size = len(json.dumps(payload, separators=(",", ":"), default=str))
+    try:
+        text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        size = len(text.encode("utf-8"))
+    except TypeError as exc:  # a value no JSON holds, e.g. a datetime from a Celery client
+        raise InvalidEvent(f"payload is not JSON: {exc}") from None
+    except (ValueError, RecursionError, UnicodeEncodeError):
+        _check_sendable(payload)  # raises, saying which
+        raise InvalidEvent("payload is not JSON that can be sent") from None
+    # The walk below is the slow part of checking an event: most payloads
+    # cannot hold what it looks for, as their encoded text shows.
+    if text.count("[") + text.count("{") > MAX_DEPTH or _LONG_NUMBER.search(text):
+        _check_sendable(payload)
     if size > MAX_EVENT_BYTES:
         raise InvalidEvent(f"payload is {size} bytes; the limit is {MAX_EVENT_BYTES}")
 
