@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+import msgpack
 from autobahn.asyncio.rawsocket import WampRawSocketClientFactory, WampRawSocketClientProtocol
 from autobahn.asyncio.wamp import ApplicationSession
 from autobahn.asyncio.websocket import WampWebSocketClientFactory
 from autobahn.wamp import auth as wamp_auth
-from autobahn.wamp.exception import SerializationError, TransportLost
+from autobahn.wamp.exception import ApplicationError, SerializationError, TransportLost
 from autobahn.wamp.serializer import JsonSerializer, MsgPackSerializer
 from autobahn.wamp.types import ComponentConfig
 
@@ -25,6 +26,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 # Seconds a connected transport may take to get a joined session before it is dropped.
 JOIN_TIMEOUT = 30.0
+# WAMP message types of an acknowledged publish.
+_PUBLISH, _PUBLISHED, _ERROR = 16, 17, 8
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,34 @@ class _Session(ApplicationSession):
         super().__init__(ComponentConfig(realm=realm))
         self._credentials = credentials
         self._owner = owner
+        # Quick publishes awaiting the router's reply, by request id.
+        self.quick: dict[int, Callable[[BaseException | None], None]] = {}
+
+    def publish_quick(
+        self,
+        topic: str,
+        payload: Any,
+        options: dict[str, Any],
+        done: Callable[[BaseException | None], None],
+    ) -> bool:
+        """An acknowledged PUBLISH without autobahn's per-message objects and futures.
+
+        `done` gets None on the router's acknowledgement, ApplicationError on
+        its refusal, TransportLost if the connection goes first. False: this
+        transport cannot (WebSocket); use `publish`. Raises TransportLost or
+        SerializationError like `publish`.
+        """
+        transport = self._transport
+        if not isinstance(transport, _CorkableRawSocket):
+            return False
+        request = self._request_id_gen.next()
+        self.quick[request] = done
+        try:
+            transport.send_raw([_PUBLISH, request, options, topic, [payload]])
+        except Exception:
+            del self.quick[request]
+            raise
+        return True
 
     def onConnect(self) -> None:
         self.join(
@@ -90,6 +121,9 @@ class _Session(ApplicationSession):
         # (onLeave above does not): otherwise a publish in flight when the
         # router went away would wait forever instead of going out again on
         # the next session.
+        quick, self.quick = self.quick, {}
+        for done in quick.values():
+            done(TransportLost())
         super().onDisconnect()
 
 
@@ -110,6 +144,36 @@ class _CorkableRawSocket(WampRawSocketClientProtocol):  # type: ignore[misc]
             self._corked.append(frame)
         else:
             self.transport.write(frame)
+
+    def send_raw(self, message: list[Any]) -> None:
+        """Send a WAMP message given as its list form, as autobahn would marshal it."""
+        if not self.isOpen():
+            raise TransportLost()
+        try:
+            data = msgpack.packb(message, use_bin_type=True)
+        except Exception as exc:
+            raise SerializationError(f"unable to serialize WAMP message ({exc})") from exc
+        self.sendString(data)
+
+    def stringReceived(self, payload: bytes) -> None:
+        quick = getattr(self._session, "quick", None)
+        if quick:
+            # The acknowledgement of a quick publish completes it here; any
+            # other message goes through autobahn as usual.
+            try:
+                message = msgpack.unpackb(payload, raw=False)
+            except Exception:
+                message = None
+            if type(message) is list and len(message) >= 3:
+                if message[0] == _PUBLISHED and message[1] in quick:
+                    quick.pop(message[1])(None)
+                    return
+                if message[0] == _ERROR and message[1] == _PUBLISH and message[2] in quick:
+                    args = message[5] if len(message) > 5 else []
+                    kwargs = message[6] if len(message) > 6 else {}
+                    quick.pop(message[2])(ApplicationError(message[4], *args, **kwargs))
+                    return
+        super().stringReceived(payload)
 
     def send(self, msg: Any) -> None:
         # autobahn's own send formats a debug line per message, logged or not.
@@ -253,7 +317,7 @@ class WampConnection:
             if protocol is not None:
                 protocol.uncork()
 
-    def joined_session(self) -> ApplicationSession | None:
+    def joined_session(self) -> _Session | None:
         """The joined session right now, or None; only on the session's loop."""
         session = self._session
         if session is not None and self._joined.is_set() and session.is_attached():

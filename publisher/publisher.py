@@ -107,6 +107,10 @@ class Publisher:
             self._publish_later(topic, payload, options, future)
             return
         try:
+            details = options.message_attr()
+            done = partial(self._replied, topic, payload, options, future)
+            if session.publish_quick(topic, payload, details, done):
+                return
             acked = session.publish(topic, payload, options=options)
         except TransportLost:
             self._publish_later(topic, payload, options, future)
@@ -123,7 +127,16 @@ class Publisher:
     def _acked(
         self, topic: str, payload: Any, options: PublishOptions, future: Acked, acked: Any
     ) -> None:
-        error = acked.exception()
+        self._replied(topic, payload, options, future, acked.exception())
+
+    def _replied(
+        self,
+        topic: str,
+        payload: Any,
+        options: PublishOptions,
+        future: Acked,
+        error: BaseException | None,
+    ) -> None:
         if isinstance(error, TransportLost):
             self._publish_later(topic, payload, options, future)
         else:
