@@ -207,9 +207,15 @@ def _timestamp(value: Any) -> str:
 _LONG_NUMBER = re.compile(r"\d{19}")
 
 
+# One encoder for every event: json.dumps with options builds a new one per call.
+_ENCODER = json.JSONEncoder(
+    separators=(",", ":"), ensure_ascii=False, allow_nan=False, check_circular=False
+)
+
+
 def _check_size(payload: dict[str, Any]) -> None:
     try:
-        text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        text = _ENCODER.encode(payload)
         size = len(text.encode("utf-8"))
     except TypeError as exc:  # a value no JSON holds, e.g. a datetime from a Celery client
         raise InvalidEvent(f"payload is not JSON: {exc}") from None
