@@ -43,13 +43,26 @@ class AfterRouter:
 
     def __init__(self) -> None:
         self._waiting: dict[str, list[Acked]] = {}
+        self._hub: Any = None
         self._settled: list[tuple[Settles, BaseException | None]] = []
         self._lock = threading.Lock()
 
+    def use_hub(self, hub: Any) -> None:
+        """The consumer's event loop, where acks go out (told at every consumer start).
+
+        Kept here because kombu forgets its current loop when Celery resets the
+        hub after a broker reconnect, though the same hub goes on running.
+        """
+        if hub is not None:
+            self._hub = hub
+
+    def _current_hub(self) -> Any:
+        return get_event_loop() or self._hub
+
     def can_defer(self) -> bool:
-        # Only where the task runs in the consumer's process (threads or solo
-        # pool): a prefork child cannot reach the parent's channel.
-        return os.getpid() == _consumer_pid and get_event_loop() is not None
+        # Only in the consumer's process (the consumer itself, or a threads or
+        # solo pool): a prefork child cannot reach the parent's channel.
+        return os.getpid() == _consumer_pid and self._current_hub() is not None
 
     def wait_for(self, task_id: str, futures: list[Acked]) -> None:
         with self._lock:
@@ -60,7 +73,7 @@ class AfterRouter:
             return self._waiting.pop(task_id, None)
 
     def settle_when_done(self, request: Settles, futures: list[Acked]) -> None:
-        hub = get_event_loop()
+        hub = self._current_hub()
         assert hub is not None  # can_defer() said so
         if not futures:
             with self._lock:

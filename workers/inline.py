@@ -60,6 +60,7 @@ class _InlineTask:
 def strategy(task: Any, app: Any, consumer: Any, **kwargs: Any) -> Callable[..., None]:
     """Celery's strategy hook for a PublishingTask (see the module docstring)."""
     celery_way = default(task, app, consumer, **kwargs)
+    after_router.use_hub(consumer.hub)
     eventer = consumer.event_dispatcher
     # The dispatcher is on for the worker's heartbeats too; task events are
     # sent only with -E (then its groups name "task", or none at all).
