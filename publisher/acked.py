@@ -50,7 +50,8 @@ class Acked:
         with self._lock:
             if self._state != _PENDING:
                 raise InvalidStateError("the publish already completed")
-            self._state, self._error = state, error
+            self._error = error  # before the state: readers check the state unlocked
+            self._state = state
             callbacks, self._callbacks = self._callbacks, []
             if self._event is not None:
                 self._event.set()

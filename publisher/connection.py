@@ -123,8 +123,25 @@ class _Session(ApplicationSession):
         # the next session.
         quick, self.quick = self.quick, {}
         for done in quick.values():
-            done(TransportLost())
+            _reply(done, TransportLost())
         super().onDisconnect()
+
+
+def _refusal(message: list[Any]) -> BaseException:
+    """The router's ERROR reply to a PUBLISH as autobahn would raise it."""
+    try:
+        args = message[5] if len(message) > 5 else []
+        kwargs = message[6] if len(message) > 6 else {}
+        return ApplicationError(message[4], *args, **kwargs)
+    except Exception:
+        return ApplicationError(ApplicationError.INVALID_ARGUMENT, f"malformed ERROR {message!r}")
+
+
+def _reply(done: Callable[[BaseException | None], None], error: BaseException | None) -> None:
+    try:
+        done(error)
+    except Exception:
+        log.exception("completing a publish failed")
 
 
 class _CorkableRawSocket(WampRawSocketClientProtocol):  # type: ignore[misc]
@@ -166,12 +183,11 @@ class _CorkableRawSocket(WampRawSocketClientProtocol):  # type: ignore[misc]
                 message = None
             if type(message) is list and len(message) >= 3:
                 if message[0] == _PUBLISHED and message[1] in quick:
-                    quick.pop(message[1])(None)
+                    _reply(quick.pop(message[1]), None)
                     return
                 if message[0] == _ERROR and message[1] == _PUBLISH and message[2] in quick:
-                    args = message[5] if len(message) > 5 else []
-                    kwargs = message[6] if len(message) > 6 else {}
-                    quick.pop(message[2])(ApplicationError(message[4], *args, **kwargs))
+                    error = _refusal(message)
+                    _reply(quick.pop(message[2]), error)
                     return
         super().stringReceived(payload)
 

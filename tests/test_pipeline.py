@@ -177,10 +177,11 @@ def test_tasks_the_consumer_leaves_to_the_pool_arrive_and_misfits_are_dead_lette
         marker = f"marker-args-{uuid.uuid4()}"
         topic = "tidings.user.12"
 
-        def send(args: list, **options) -> None:
-            client.send_task("tidings.publish", args, queue="tidings", **options)
+        def send(args: list, kwargs: dict | None = None, **options) -> None:
+            client.send_task("tidings.publish", args, kwargs, queue="tidings", **options)
 
         send([topic, {"m": marker}, None, None, False, "one too many"])
+        send([topic, {"m": "bad-" + marker}], {"exclude_authids": 5})
         send([topic, {"n": "later"}], countdown=1)
         linked = client.signature(
             "tidings.publish", [topic, {"n": "linked"}], immutable=True, queue="tidings"
@@ -189,7 +190,11 @@ def test_tasks_the_consumer_leaves_to_the_pool_arrive_and_misfits_are_dead_lette
         send([topic, {"n": "inline"}])
         received = sub.wait_count(4, timeout=20)
         assert sorted(e["n"] for e in received) == ["first", "inline", "later", "linked"]
+        dead = read_dead(broker_url, "bad-" + marker)
+        assert "exclude_authids must be a list of user ids" in dead["headers"]["x-tidings-reason"]
         dead = read_dead(broker_url, marker)
-        assert "arguments do not fit tidings.publish" in dead["headers"]["x-tidings-reason"]
+        reason = dead["headers"]["x-tidings-reason"]
+        assert "arguments do not fit tidings.publish(topic, payload, " in reason
+        assert worker.alive()
     finally:
         sub.close()

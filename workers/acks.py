@@ -7,6 +7,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable
+from concurrent.futures import CancelledError
 from typing import Any, Protocol
 
 from celery import Celery
@@ -87,8 +88,7 @@ class AfterRouter:
                 remaining[0] -= 1
                 if remaining[0]:
                     return
-                error = next((f.exception() for f in futures if f.exception()), None)
-                self._settled.append((request, error))
+                self._settled.append((request, _first_error(futures)))
             # Scheduled every time, not once per batch: the hub drops queued
             # callbacks when one of them raises (on a lost connection), and a
             # dropped flush must not leave every later ack waiting for good.
@@ -107,6 +107,16 @@ class AfterRouter:
 
 
 after_router = AfterRouter()
+
+
+def _first_error(futures: list[Acked]) -> BaseException | None:
+    for future in futures:
+        if future.cancelled():
+            return CancelledError("the publish was cancelled")  # handed back, not lost
+        error = future.exception()
+        if error is not None:
+            return error
+    return None
 
 
 def settle(
@@ -128,8 +138,13 @@ def settle(
             log.warning("%s failed to publish: %s; requeued", what, error)
             requeue()
     except Exception:
-        # The channel died since delivery; RabbitMQ redelivers the message.
+        # The channel died since delivery (RabbitMQ redelivers the message), or
+        # the dead-letter publish failed: then hand the message back.
         log.warning("could not settle %s; it will be redelivered", what, exc_info=True)
+        try:
+            requeue()
+        except Exception:
+            log.debug("could not requeue %s either", what, exc_info=True)
 
 
 def dead_letter_task(
@@ -151,5 +166,7 @@ def dead_letter_task(
             content_type="application/json",
             content_encoding="utf-8",
             delivery_mode=2,
+            # Bounded: this can run on the consumer's loop, which must not hang.
             retry=True,
+            retry_policy={"max_retries": 3},
         )

@@ -98,9 +98,20 @@ def publish(topic: Any, payload: Any, *, event_id: str | None = None, **options:
         raise InvalidEvent(str(exc)) from None
     if not isinstance(payload, dict):
         raise InvalidEvent(f"payload must be a JSON object, not {type(payload).__name__}")
+    for name in ("exclude_authids", "eligible_authids"):
+        _check_user_ids(name, options.get(name))
     stamped = {**payload, "event_id": _event_id(payload.get("event_id") or event_id)}
     _check_size(stamped)
     return Outgoing(topic, stamped, {k: v for k, v in options.items() if v})
+
+
+def _check_user_ids(name: str, value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, list) or not all(
+        isinstance(item, str | int) and not isinstance(item, bool) for item in value
+    ):
+        raise InvalidEvent(f"{name} must be a list of user ids (strings or integers)")
 
 
 def entity_changed(
