@@ -142,12 +142,18 @@ def _publish(
 ) -> str | None:
     """Send the task's publishes, settled later; or the reason to dead-letter it."""
     try:
-        signature.bind(*args, **kwargs)
-    except TypeError as exc:
-        # Celery would fail such a task and ack it away.
-        return f"arguments do not fit {task.name}({', '.join(signature.parameters)}): {exc}"
-    try:
-        outgoing = task.plan(task_id, *args, **kwargs)
+        try:
+            outgoing = task.plan(task_id, *args, **kwargs)
+        except TypeError:
+            # Arguments that do not fit the task (Celery would fail it and ack it
+            # away) are told from a fault of the plan by binding them, only now:
+            # binding costs more than the rest of a publish.
+            try:
+                signature.bind(*args, **kwargs)
+            except TypeError as exc:
+                parameters = ", ".join(signature.parameters)
+                return f"arguments do not fit {task.name}({parameters}): {exc}"
+            raise
         publisher = get_publisher()
         futures = [publisher.publish_async(o.topic, o.payload, **o.options) for o in outgoing]
     except events.InvalidEvent as exc:
