@@ -7,6 +7,7 @@ import logging
 import random
 import struct
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -55,8 +56,9 @@ class _Session(ApplicationSession):
         super().__init__(ComponentConfig(realm=realm))
         self._credentials = credentials
         self._owner = owner
-        # Quick publishes awaiting the router's reply, by request id.
-        self.quick: dict[int, Callable[[BaseException | None], None]] = {}
+        # Quick publishes awaiting the router's reply, by request id, oldest
+        # first: how to complete each, and when it was sent.
+        self.quick: dict[int, tuple[Callable[[BaseException | None], None], float]] = {}
 
     def publish_quick(
         self,
@@ -76,7 +78,7 @@ class _Session(ApplicationSession):
         if not isinstance(transport, _CorkableRawSocket):
             return False
         request = self._request_id_gen.next()
-        self.quick[request] = done
+        self.quick[request] = (done, time.monotonic())
         try:
             transport.send_raw([_PUBLISH, request, options, topic, [payload]])
         except Exception:
@@ -122,7 +124,7 @@ class _Session(ApplicationSession):
         # router went away would wait forever instead of going out again on
         # the next session.
         quick, self.quick = self.quick, {}
-        for done in quick.values():
+        for done, _ in quick.values():
             _reply(done, TransportLost())
         super().onDisconnect()
 
@@ -183,11 +185,11 @@ class _CorkableRawSocket(WampRawSocketClientProtocol):  # type: ignore[misc]
                 message = None
             if type(message) is list and len(message) >= 3:
                 if message[0] == _PUBLISHED and message[1] in quick:
-                    _reply(quick.pop(message[1]), None)
+                    _reply(quick.pop(message[1])[0], None)
                     return
                 if message[0] == _ERROR and message[1] == _PUBLISH and message[2] in quick:
                     error = _refusal(message)
-                    _reply(quick.pop(message[2]), error)
+                    _reply(quick.pop(message[2])[0], error)
                     return
         super().stringReceived(payload)
 
@@ -243,8 +245,13 @@ class WampConnection:
         on_join: Callable[[ApplicationSession], Awaitable[None]] | None = None,
         initial_backoff: float = 0.1,
         max_backoff: float = 3.0,
+        ack_deadline: float | None = None,
     ) -> None:
+        """ack_deadline: drop the connection when a publish waited this long for its
+        acknowledgement (see `_watch_acks`); None: never."""
         self.url = url
+        self._ack_deadline = ack_deadline
+        self._watchdog: asyncio.Future[None] | None = None
         self.realm = realm
         self._credentials = credentials
         self._on_join = on_join
@@ -280,6 +287,8 @@ class WampConnection:
         self._closing = True
 
         async def _leave() -> None:
+            if self._watchdog is not None:
+                self._watchdog.cancel()
             if self._session is not None and self._session.is_attached():
                 self._session.leave()
             if self._session_ended is not None and not self._session_ended.done():
@@ -421,8 +430,33 @@ class WampConnection:
         self.last_error = None
         if self._on_join is not None:
             await self._on_join(session)
+        if self._ack_deadline:
+            # Kept: the loop holds tasks only weakly.
+            self._watchdog = asyncio.ensure_future(self._watch_acks(session, self._ack_deadline))
         self._joined.set()
         log.info("WAMP session %s joined %s at %s", details.session, self.realm, self.url)
+
+    async def _watch_acks(self, session: _Session, deadline: float) -> None:
+        """Drop a connection on which acknowledgements stopped coming.
+
+        A half-open TCP link (the router's host gone without a FIN) takes
+        writes without error and never answers; TCP would give up only after
+        many minutes, and every message behind the publishes in flight would
+        wait unacked meanwhile. Aborting fails them with TransportLost, so
+        they go out again on the next connection.
+        """
+        while session.is_attached():
+            await asyncio.sleep(min(1.0, deadline / 4))
+            if not session.quick:
+                continue
+            _, sent = next(iter(session.quick.values()))  # the oldest
+            waited = time.monotonic() - sent
+            protocol = session._transport
+            if waited > deadline and isinstance(protocol, _CorkableRawSocket):
+                self.last_error = f"no acknowledgement from {self.url} for {waited:.1f}s"
+                log.warning("%s; dropping the connection", self.last_error)
+                protocol.transport.abort()
+                return
 
     def _left_session(self, session: _Session, details: Any) -> None:
         self._joined.clear()

@@ -45,6 +45,7 @@ class Publisher:
             REALM,
             Credentials(BACKEND_AUTHID, "wampcra", self._settings.require_backend_secret()),
             name=name,
+            ack_deadline=self._settings.publish_timeout,
         )
 
     @property

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from celery import Celery
@@ -77,3 +78,26 @@ def test_tasks_sent_while_the_router_is_unreachable_arrive_once_it_is_back(
         worker.stop()
         link.close()
         vhost.__exit__(None, None, None)
+
+
+def test_a_publish_never_acknowledged_goes_out_again_on_a_new_connection(router):
+    # A half-open link: the connection stays open and swallows everything, so
+    # nothing but the Publisher's own deadline can notice.
+    link = Proxy(router.rs_port).start()
+    config = replace(load(), router_url=link.rs_url, publish_timeout=2.0)
+    publisher = Publisher(config).start()
+    sub = Subscriber(router.ws_url, "22", ["tidings.user.22"]).start()
+    try:
+        publisher.publish("tidings.user.22", {"n": 1}, timeout=10)
+        link.stall()
+        began = time.monotonic()
+        publisher.publish("tidings.user.22", {"n": 2}, timeout=30)
+        took = time.monotonic() - began
+        assert [event["n"] for event in sub.wait_count(2)] == [1, 2]
+        assert 2.0 <= took < 10, took
+        # Only the deadline (2 s) ended the silent connection: a second one served it.
+        assert publisher.connection.connects == 2
+    finally:
+        sub.close()
+        publisher.close()
+        link.close()

@@ -17,6 +17,8 @@ class Proxy:
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.base_events.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        # Connections whose bytes are swallowed: open, silent, like a half-open link.
+        self._silenced: set[asyncio.StreamWriter] = set()
         threading.Thread(target=self._loop.run_forever, daemon=True, name="proxy").start()
 
     def _call(self, coro, timeout: float = 5):  # type: ignore[no-untyped-def]
@@ -25,6 +27,8 @@ class Proxy:
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while data := await reader.read(65536):
+                if writer in self._silenced:
+                    continue
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, OSError):
@@ -53,12 +57,19 @@ class Proxy:
             writer.transport.abort()
         self._writers.clear()
 
+    async def _stall(self) -> None:
+        self._silenced |= self._writers
+
     def start(self) -> Proxy:
         self._call(self._listen())
         return self
 
     def cut(self) -> None:
         self._call(self._cut())
+
+    def stall(self) -> None:
+        """Keep today's connections open but forward nothing on them; new ones work."""
+        self._call(self._stall())
 
     def restore(self) -> None:
         self._call(self._listen())
