@@ -9,17 +9,15 @@ sessions on one machine the clients would otherwise be what the bench measures.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
-import os
-import struct
 import time
 from collections.abc import Callable
 from typing import Any
 
+from bench.websocket import CLOSE, PING, PONG, TEXT, client_frame, server_frame, upgrade_request
+
 HELLO, WELCOME, ABORT, CHALLENGE, AUTHENTICATE, GOODBYE = 1, 2, 3, 4, 5, 6
 SUBSCRIBE, SUBSCRIBED, EVENT, ERROR = 32, 33, 36, 8
-_TEXT, _CLOSE, _PING, _PONG = 0x1, 0x8, 0x9, 0xA
 
 # Called with the event's payload and the time its bytes were read.
 OnEvent = Callable[[dict[str, Any], float], None]
@@ -46,15 +44,7 @@ class WampSubscriber(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        key = base64.b64encode(os.urandom(16)).decode()
-        transport.write(
-            (
-                f"GET /ws HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-                "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-                "Sec-WebSocket-Protocol: wamp.2.json\r\n\r\n"
-            ).encode()
-        )
+        transport.write(upgrade_request(self.host, self.port))
 
     def data_received(self, data: bytes) -> None:
         now = time.time()
@@ -62,11 +52,11 @@ class WampSubscriber(asyncio.Protocol):
         if not self._upgraded and not self._read_upgrade():
             return
         for opcode, payload in self._frames():
-            if opcode == _TEXT:
+            if opcode == TEXT:
                 self._on_message(json.loads(payload), now)
-            elif opcode == _PING:
-                self._send_frame(_PONG, payload)
-            elif opcode == _CLOSE:
+            elif opcode == PING:
+                self._send_frame(PONG, payload)
+            elif opcode == CLOSE:
                 self._fail()
                 self.transport.close()  # type: ignore[union-attr]
 
@@ -92,44 +82,20 @@ class WampSubscriber(asyncio.Protocol):
         return True
 
     def _frames(self) -> list[tuple[int, bytes]]:
-        """Whole frames in the buffer (the router sends them unmasked and unfragmented)."""
+        """Whole frames in the buffer, taken out of it."""
         frames = []
-        buffer = self._buffer
         at = 0
-        while len(buffer) - at >= 2:
-            opcode = buffer[at] & 0x0F
-            length = buffer[at + 1] & 0x7F
-            head = 2
-            if length == 126:
-                if len(buffer) - at < 4:
-                    break
-                (length,) = struct.unpack_from("!H", buffer, at + 2)
-                head = 4
-            elif length == 127:
-                if len(buffer) - at < 10:
-                    break
-                (length,) = struct.unpack_from("!Q", buffer, at + 2)
-                head = 10
-            if len(buffer) - at < head + length:
-                break
-            frames.append((opcode, bytes(buffer[at + head : at + head + length])))
-            at += head + length
-        del buffer[:at]
+        while (frame := server_frame(self._buffer, at)) is not None:
+            opcode, payload, at = frame
+            frames.append((opcode, payload))
+        del self._buffer[:at]
         return frames
 
     def _send_frame(self, opcode: int, payload: bytes) -> None:
-        # Client frames must be masked; a zero mask leaves the payload as it is.
-        length = len(payload)
-        if length < 126:
-            head = struct.pack("!BB", 0x80 | opcode, 0x80 | length)
-        elif length < 65536:
-            head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, length)
-        else:
-            head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, length)
-        self.transport.write(head + b"\0\0\0\0" + payload)  # type: ignore[union-attr]
+        self.transport.write(client_frame(payload, opcode))  # type: ignore[union-attr]
 
     def _send(self, message: list[Any]) -> None:
-        self._send_frame(_TEXT, json.dumps(message).encode())
+        self._send_frame(TEXT, json.dumps(message).encode())
 
     # -- WAMP
 
