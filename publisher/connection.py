@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import struct
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 # Seconds a connected transport may take to get a joined session before it is dropped.
 JOIN_TIMEOUT = 30.0
+# How autobahn encodes MsgPack, for messages sent without its message objects.
+_packb = functools.partial(msgpack.packb, use_bin_type=True)
 # WAMP message types of an acknowledged publish.
 _PUBLISH, _PUBLISHED, _ERROR = 16, 17, 8
 
@@ -166,13 +169,7 @@ class _CorkableRawSocket(WampRawSocketClientProtocol):  # type: ignore[misc]
 
     def send_raw(self, message: list[Any]) -> None:
         """Send a WAMP message given as its list form, as autobahn would marshal it."""
-        if not self.isOpen():
-            raise TransportLost()
-        try:
-            data = msgpack.packb(message, use_bin_type=True)
-        except Exception as exc:
-            raise SerializationError(f"unable to serialize WAMP message ({exc})") from exc
-        self.sendString(data)
+        self._send_encoded(_packb, message)
 
     def stringReceived(self, payload: bytes) -> None:
         quick = getattr(self._session, "quick", None)
@@ -195,13 +192,16 @@ class _CorkableRawSocket(WampRawSocketClientProtocol):  # type: ignore[misc]
 
     def send(self, msg: Any) -> None:
         # autobahn's own send formats a debug line per message, logged or not.
+        self._send_encoded(lambda m: self._serializer.serialize(m)[0], msg)
+
+    def _send_encoded(self, encode: Callable[[Any], bytes], message: Any) -> None:
         if not self.isOpen():
             raise TransportLost()
         try:
-            payload, _ = self._serializer.serialize(msg)
+            data = encode(message)
         except Exception as exc:
             raise SerializationError(f"unable to serialize WAMP message ({exc})") from exc
-        self.sendString(payload)
+        self.sendString(data)
 
     def cork(self) -> None:
         if self._corked is None:
