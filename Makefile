@@ -30,17 +30,17 @@ run-router: install
 run-worker: install
 	$(BIN)/tidings worker
 
-test: install
-	$(BIN)/ruff check .
-	$(BIN)/mypy
+test: lint
 	$(BIN)/pytest -m "not soak" $(PYTEST_ARGS)
 
+# Style, types, and the layers of the code (pyproject.toml [tool.importlinter]).
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: install
-	$(BIN)/tidings bench
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 soak: install
 	$(BIN)/pytest -m soak $(PYTEST_ARGS)

@@ -13,11 +13,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from harness.clients import Subscriber, ticket
+from harness.processes import Router, base_env
 from publisher import Publisher
-from publisher.connection import Credentials, WampConnection
-from tests.support.clients import Subscriber, ticket
-from tests.support.processes import Router, base_env
-from tidings.settings import REALM, load
+from publisher.connection import WampConnection
+from publisher.credentials import Credentials
+from tidings.names import REALM
+from tidings.settings import Settings
 
 SUBSCRIBES = 2000
 PUBLISHES = 5000
@@ -72,7 +74,7 @@ def subscribe_rate(router: Router) -> float:
 
 
 def publish_rate(router: Router) -> float:
-    config = load()
+    config = Settings.from_environ(os.environ)
     publisher = Publisher(config.__class__(**{**config.__dict__, "router_url": router.rs_url}))
     publisher.start()
     sub = Subscriber(router.ws_url, "7", ["tidings.entity.order.1"], ["entity:order:view"]).start()

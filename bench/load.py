@@ -19,9 +19,9 @@ from autobahn.wamp.types import PublishOptions
 from celery import Celery
 from kombu import Connection
 
-from publisher.connection import Credentials, WampConnection
-from tidings.settings import BACKEND_AUTHID, REALM
-from workers.queues import EVENTS_EXCHANGE_NAME, TASK_QUEUE_NAME
+from publisher.connection import WampConnection
+from publisher.credentials import Credentials
+from tidings.names import BACKEND_AUTHID, EVENTS_EXCHANGE, REALM, TASK_QUEUE
 
 
 def payload(n: int) -> dict[str, Any]:
@@ -65,7 +65,7 @@ class TaskSender:
             headers,
             {"delivery_mode": 2, "correlation_id": task_id, "reply_to": ""},
         )
-        self._channel.basic_publish(message, exchange=TASK_QUEUE_NAME, routing_key=TASK_QUEUE_NAME)
+        self._channel.basic_publish(message, exchange=TASK_QUEUE, routing_key=TASK_QUEUE)
 
     def close(self) -> None:
         self._connection.release()
@@ -91,7 +91,7 @@ class RawSender:
         message = self._channel.prepare_message(
             body, 0, "application/json", "utf-8", {}, {"delivery_mode": 2}
         )
-        self._channel.basic_publish(message, exchange=EVENTS_EXCHANGE_NAME, routing_key="publish")
+        self._channel.basic_publish(message, exchange=EVENTS_EXCHANGE, routing_key="publish")
 
     def close(self) -> None:
         self._connection.release()

@@ -18,10 +18,10 @@ from urllib.parse import urlsplit
 import psutil
 
 from bench import report, scenarios
-from bench.clients import Swarm
 from bench.monitor import Monitor
-from bench.progress import Progress
 from bench.stack import Stack
+from harness.progress import Progress
+from harness.swarm import Swarm
 
 # Paths whose ratios are targets run in rounds, each path once per round, one
 # after the other: a ratio pairs runs minutes apart at most, and the median

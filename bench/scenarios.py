@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench import counter, stats
-from bench.clients import Swarm, merge
 from bench.load import DirectSender, RawSender, Sender, TaskSender, drain, drive
 from bench.monitor import Monitor, tree_rss
-from bench.progress import Progress
 from bench.stack import Stack
+from harness.progress import Progress
+from harness.swarm import Swarm, merge
 
 TOPIC = "tidings.entity.bench.1"
 

@@ -11,8 +11,9 @@ from typing import Any
 
 from celery import Celery
 
-from tidings.cli import worker_argv
-from tidings.procs import ROOT, Router, Worker, isolated_vhost, project_router_config
+from cli.worker import worker_argv
+from harness.processes import ROOT, Router, Worker, project_router_config
+from harness.vhost import isolated_vhost
 
 BRIDGE_PATH = "publish"
 BRIDGE_KEY = "tidings-bench"

@@ -22,9 +22,11 @@ import requests
 from autobahn.wamp.types import PublishOptions
 
 from bench.counter import Counter
-from publisher.connection import Credentials, WampConnection
-from tidings.settings import BACKEND_AUTHID, REALM, settings
+from publisher.connection import WampConnection
+from publisher.credentials import Credentials
+from tidings.names import BACKEND_AUTHID, REALM
 from workers.celery_app import app
+from workers.runtime import settings
 
 _local = threading.local()
 _seq = count()

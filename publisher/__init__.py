@@ -1,29 +1,19 @@
-"""Everything that speaks WAMP from the server side; the rest of tidings calls `publish()`.
+"""The asyncio client side: each worker process's one long-lived, acknowledged WAMP session.
 
-Imports are lazy: the router loads modules of this package (the
-authenticator) under Twisted, and the asyncio Publisher must not be imported
-there.
+The rest of tidings calls `publish(topic, payload)` or `Publisher.publish_async`;
+the WAMP details stay in here.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from publisher.publisher import Publisher, get_publisher, publish
+from tidings.errors import PublishError, PublishRefused, PublishTimeout
 
-if TYPE_CHECKING:
-    from publisher.publisher import (
-        Publisher,
-        PublishError,
-        PublishTimeout,
-        get_publisher,
-        publish,
-    )
-
-__all__ = ["PublishError", "PublishTimeout", "Publisher", "get_publisher", "publish"]
-
-
-def __getattr__(name: str) -> Any:
-    if name in __all__:
-        from publisher import publisher as _publisher
-
-        return getattr(_publisher, name)
-    raise AttributeError(f"module 'publisher' has no attribute {name!r}")
+__all__ = [
+    "PublishError",
+    "PublishRefused",
+    "PublishTimeout",
+    "Publisher",
+    "get_publisher",
+    "publish",
+]

@@ -3,228 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import random
-import struct
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
-import msgpack
-from autobahn.asyncio.rawsocket import WampRawSocketClientFactory, WampRawSocketClientProtocol
 from autobahn.asyncio.wamp import ApplicationSession
-from autobahn.asyncio.websocket import WampWebSocketClientFactory
-from autobahn.wamp import auth as wamp_auth
-from autobahn.wamp.exception import ApplicationError, SerializationError, TransportLost
-from autobahn.wamp.serializer import JsonSerializer, MsgPackSerializer
-from autobahn.wamp.types import ComponentConfig
+
+from publisher import rawsocket
+from publisher.credentials import Credentials
+from publisher.session import Session
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 # Seconds a connected transport may take to get a joined session before it is dropped.
 JOIN_TIMEOUT = 30.0
-# How autobahn encodes MsgPack, for messages sent without its message objects.
-_packb = functools.partial(msgpack.packb, use_bin_type=True)
-# WAMP message types of an acknowledged publish.
-_PUBLISH, _PUBLISHED, _ERROR = 16, 17, 8
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """How a session authenticates: WAMP-CRA with a secret, or WAMP-Ticket.
-
-    `secret` may be a callable so that one-time tickets are fetched anew for
-    every connection attempt.
-    """
-
-    authid: str | None
-    method: str  # "wampcra" or "ticket"
-    secret: str | Callable[[], str]
-
-    def current_secret(self) -> str:
-        return self.secret() if callable(self.secret) else self.secret
-
-
-class JoinRefused(RuntimeError):
-    """The router refused to let the session join (bad credentials)."""
-
-
-class _Session(ApplicationSession):
-    def __init__(self, realm: str, credentials: Credentials, owner: WampConnection) -> None:
-        super().__init__(ComponentConfig(realm=realm))
-        self._credentials = credentials
-        self._owner = owner
-        # Quick publishes awaiting the router's reply, by request id, oldest
-        # first: how to complete each, and when it was sent.
-        self.quick: dict[int, tuple[Callable[[BaseException | None], None], float]] = {}
-
-    def publish_quick(
-        self,
-        topic: str,
-        payload: Any,
-        options: dict[str, Any],
-        done: Callable[[BaseException | None], None],
-    ) -> bool:
-        """An acknowledged PUBLISH without autobahn's per-message objects and futures.
-
-        `done` gets None on the router's acknowledgement, ApplicationError on
-        its refusal, TransportLost if the connection goes first. False: this
-        transport cannot (WebSocket); use `publish`. Raises TransportLost or
-        SerializationError like `publish`.
-        """
-        transport = self._transport
-        if not isinstance(transport, _CorkableRawSocket):
-            return False
-        request = self._request_id_gen.next()
-        self.quick[request] = (done, time.monotonic())
-        try:
-            transport.send_raw([_PUBLISH, request, options, topic, [payload]])
-        except Exception:
-            del self.quick[request]
-            raise
-        return True
-
-    def onConnect(self) -> None:
-        self.join(
-            self.config.realm,
-            authmethods=[self._credentials.method],
-            authid=self._credentials.authid,
-        )
-
-    def onChallenge(self, challenge: Any) -> str:
-        secret = self._credentials.current_secret()
-        if challenge.method == "wampcra":
-            key: str | bytes = secret
-            if "salt" in challenge.extra:
-                key = wamp_auth.derive_key(
-                    secret,
-                    challenge.extra["salt"],
-                    challenge.extra.get("iterations", 1000),
-                    challenge.extra.get("keylen", 32),
-                )
-            signature = wamp_auth.compute_wcs(key, challenge.extra["challenge"])
-            return signature.decode("ascii") if isinstance(signature, bytes) else signature
-        if challenge.method == "ticket":
-            return secret
-        raise JoinRefused(f"router asked for unsupported auth method {challenge.method!r}")
-
-    async def onJoin(self, details: Any) -> None:
-        await self._owner._joined_session(self, details)
-
-    def onLeave(self, details: Any) -> None:
-        self._owner._left_session(self, details)
-        self.disconnect()
-
-    def onDisconnect(self) -> None:
-        self._owner._disconnected_session(self)
-        # Fail requests still awaiting the router's reply with TransportLost
-        # (onLeave above does not): otherwise a publish in flight when the
-        # router went away would wait forever instead of going out again on
-        # the next session.
-        quick, self.quick = self.quick, {}
-        for done, _ in quick.values():
-            _reply(done, TransportLost())
-        super().onDisconnect()
-
-
-def _refusal(message: list[Any]) -> BaseException:
-    """The router's ERROR reply to a PUBLISH as autobahn would raise it."""
-    try:
-        args = message[5] if len(message) > 5 else []
-        kwargs = message[6] if len(message) > 6 else {}
-        return ApplicationError(message[4], *args, **kwargs)
-    except Exception:
-        return ApplicationError(ApplicationError.INVALID_ARGUMENT, f"malformed ERROR {message!r}")
-
-
-def _reply(done: Callable[[BaseException | None], None], error: BaseException | None) -> None:
-    try:
-        done(error)
-    except Exception:
-        log.exception("completing a publish failed")
-
-
-class _CorkableRawSocket(WampRawSocketClientProtocol):  # type: ignore[misc]
-    """RawSocket that writes a message as one segment, and a corked batch as one write.
-
-    autobahn writes the 4-byte length prefix and the message separately: two
-    syscalls, and two TCP segments for the router to read, per publish.
-    """
-
-    _corked: list[bytes] | None = None
-
-    def sendString(self, data: bytes) -> None:
-        if len(data) > self.max_length_send:
-            raise ValueError("Data too big")
-        frame = struct.pack(self.prefix_format, len(data)) + data
-        if self._corked is not None:
-            self._corked.append(frame)
-        else:
-            self.transport.write(frame)
-
-    def send_raw(self, message: list[Any]) -> None:
-        """Send a WAMP message given as its list form, as autobahn would marshal it."""
-        self._send_encoded(_packb, message)
-
-    def stringReceived(self, payload: bytes) -> None:
-        quick = getattr(self._session, "quick", None)
-        if quick:
-            # The acknowledgement of a quick publish completes it here; any
-            # other message goes through autobahn as usual.
-            try:
-                message = msgpack.unpackb(payload, raw=False)
-            except Exception:
-                message = None
-            if type(message) is list and len(message) >= 3:
-                if message[0] == _PUBLISHED and message[1] in quick:
-                    _reply(quick.pop(message[1])[0], None)
-                    return
-                if message[0] == _ERROR and message[1] == _PUBLISH and message[2] in quick:
-                    error = _refusal(message)
-                    _reply(quick.pop(message[2])[0], error)
-                    return
-        super().stringReceived(payload)
-
-    def send(self, msg: Any) -> None:
-        # autobahn's own send formats a debug line per message, logged or not.
-        self._send_encoded(lambda m: self._serializer.serialize(m)[0], msg)
-
-    def _send_encoded(self, encode: Callable[[Any], bytes], message: Any) -> None:
-        if not self.isOpen():
-            raise TransportLost()
-        try:
-            data = encode(message)
-        except Exception as exc:
-            raise SerializationError(f"unable to serialize WAMP message ({exc})") from exc
-        self.sendString(data)
-
-    def cork(self) -> None:
-        if self._corked is None:
-            self._corked = []
-
-    def uncork(self) -> None:
-        frames, self._corked = self._corked, None
-        if frames and self.transport is not None:
-            self.transport.write(b"".join(frames))
-
-
-def _transport_factory(url: str, make_session: Callable[[], _Session]) -> tuple[Any, str, int]:
-    parts = urlsplit(url)
-    host = parts.hostname or "127.0.0.1"
-    if parts.scheme == "rs":
-        # MsgPack: the backend link carries every event; it is the cheaper codec.
-        rawsocket = WampRawSocketClientFactory(make_session, serializer=MsgPackSerializer())
-        rawsocket.protocol = _CorkableRawSocket
-        return rawsocket, host, parts.port or 8081
-    if parts.scheme == "ws":
-        factory = WampWebSocketClientFactory(make_session, url=url, serializers=[JsonSerializer()])
-        return factory, host, parts.port or 80
-    raise ValueError(f"unsupported router URL {url!r}: use rs://host:port or ws://host:port/path")
 
 
 class WampConnection:
@@ -259,7 +55,7 @@ class WampConnection:
         self._max_backoff = max_backoff
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._session: _Session | None = None
+        self._session: Session | None = None
         self._joined = asyncio.Event()
         self._closing = False
         self._session_ended: asyncio.Future[None] | None = None
@@ -328,8 +124,7 @@ class WampConnection:
             calls, self._calls = self._calls, []
             self._calls_due = False
         # What the batch sends goes out in one write.
-        transport = getattr(self._session, "_transport", None)
-        protocol = transport if isinstance(transport, _CorkableRawSocket) else None
+        protocol = rawsocket.protocol_of(self._session)
         if protocol is not None:
             protocol.cork()
         try:
@@ -342,7 +137,7 @@ class WampConnection:
             if protocol is not None:
                 protocol.uncork()
 
-    def joined_session(self) -> _Session | None:
+    def joined_session(self) -> Session | None:
         """The joined session right now, or None; only on the session's loop."""
         session = self._session
         if session is not None and self._joined.is_set() and session.is_attached():
@@ -392,13 +187,13 @@ class WampConnection:
         self._session_ended = self._loop.create_future()
         self._attempt_joined = False
 
-        def make_session() -> _Session:
-            session = _Session(self.realm, self._credentials, self)
+        def make_session() -> Session:
+            session = Session(self.realm, self._credentials, self)
             self._session = session
             return session
 
         try:
-            factory, host, port = _transport_factory(self.url, make_session)
+            factory, host, port = rawsocket.transport_factory(self.url, make_session)
             transport, protocol = await self._loop.create_connection(factory, host, port)
             # A connection that closes before a session exists (a proxy or load
             # balancer in front of a stopped router) fires no session callback:
@@ -421,10 +216,10 @@ class WampConnection:
             self._session = None
         return self._attempt_joined
 
-    # -- callbacks from _Session --------------------------------------------
+    # -- callbacks from Session --------------------------------------------
     _attempt_joined = False
 
-    async def _joined_session(self, session: _Session, details: Any) -> None:
+    async def _joined_session(self, session: Session, details: Any) -> None:
         self.connects += 1
         self._attempt_joined = True
         self.last_error = None
@@ -436,7 +231,7 @@ class WampConnection:
         self._joined.set()
         log.info("WAMP session %s joined %s at %s", details.session, self.realm, self.url)
 
-    async def _watch_acks(self, session: _Session, deadline: float) -> None:
+    async def _watch_acks(self, session: Session, deadline: float) -> None:
         """Drop a connection on which acknowledgements stopped coming.
 
         A half-open TCP link (the router's host gone without a FIN) takes
@@ -447,24 +242,24 @@ class WampConnection:
         """
         while session.is_attached():
             await asyncio.sleep(min(1.0, deadline / 4))
-            if not session.quick:
+            sent = session.quick.oldest_sent()
+            if sent is None:
                 continue
-            _, sent = next(iter(session.quick.values()))  # the oldest
             waited = time.monotonic() - sent
-            protocol = session._transport
-            if waited > deadline and isinstance(protocol, _CorkableRawSocket):
+            protocol = rawsocket.protocol_of(session)
+            if waited > deadline and protocol is not None:
                 self.last_error = f"no acknowledgement from {self.url} for {waited:.1f}s"
                 log.warning("%s; dropping the connection", self.last_error)
-                protocol.transport.abort()
+                protocol.drop()
                 return
 
-    def _left_session(self, session: _Session, details: Any) -> None:
+    def _left_session(self, session: Session, details: Any) -> None:
         self._joined.clear()
         if details.reason not in ("wamp.close.normal", "wamp.close.goodbye_and_out"):
             self.last_error = f"{details.reason}: {details.message or ''}".strip(": ")
             log.warning("WAMP session left %s: %s", self.url, self.last_error)
 
-    def _disconnected_session(self, session: _Session) -> None:
+    def _disconnected_session(self, session: Session) -> None:
         self._joined.clear()
         if self._session_ended is not None and not self._session_ended.done():
             self._session_ended.set_result(None)

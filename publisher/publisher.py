@@ -14,20 +14,15 @@ from typing import Any
 from autobahn.wamp.exception import ApplicationError, SerializationError, TransportLost
 from autobahn.wamp.types import PublishOptions
 
-from publisher import topics
 from publisher.acked import Acked
-from publisher.connection import Credentials, WampConnection
-from tidings.settings import BACKEND_AUTHID, REALM, Settings, settings
+from publisher.connection import WampConnection
+from publisher.credentials import Credentials
+from tidings import catalogue
+from tidings.errors import PublishRefused, PublishTimeout
+from tidings.names import BACKEND_AUTHID, REALM
+from tidings.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-class PublishError(RuntimeError):
-    """The router did not accept the event."""
-
-
-class PublishTimeout(PublishError):
-    """No acknowledgement from the router in time; the router may be down."""
 
 
 class Publisher:
@@ -39,7 +34,7 @@ class Publisher:
     """
 
     def __init__(self, config: Settings | None = None, *, name: str = "tidings-publisher") -> None:
-        self._settings = config or settings()
+        self._settings = config or Settings.from_environ(os.environ)
         self.connection = WampConnection(
             self._settings.router_url,
             REALM,
@@ -72,8 +67,8 @@ class Publisher:
 
         options: exclude_authids, eligible_authids, exclude_sessions, retain.
         Raises PublishTimeout after `timeout` seconds (default
-        TIDINGS_PUBLISH_TIMEOUT), PublishError if the router refuses, and
-        topics.UnknownTopic for a topic outside the catalogue.
+        TIDINGS_PUBLISH_TIMEOUT), PublishRefused if the router refuses, and
+        UnknownTopic for a topic outside the catalogue.
         """
         limit = self._settings.publish_timeout if timeout is None else timeout
         future = self.publish_async(topic, payload, **options)
@@ -91,7 +86,7 @@ class Publisher:
 
         Cancelling the future before the publish went out keeps it from going out.
         """
-        topics.require(topic)
+        catalogue.require(topic)
         publish_options = _publish_options(**options)
         future = Acked()
         self.connection.call_soon(self._start, topic, payload, publish_options, future)
@@ -120,7 +115,7 @@ class Publisher:
             # Raised here, not by the acknowledgement (e.g. a payload MsgPack
             # cannot encode): fail this publish, or its message would wait for
             # an acknowledgement that never comes and hold up every ack behind it.
-            error = PublishError(f"cannot encode {topic!r}: {exc}")
+            error = PublishRefused(f"cannot encode {topic!r}: {exc}")
             _complete(future, error if isinstance(exc, SerializationError) else exc)
             return
         acked.add_done_callback(partial(self._acked, topic, payload, options, future))
@@ -189,7 +184,7 @@ def _complete(future: Acked, error: BaseException | None) -> None:
 
 def _refused(topic: str, error: BaseException) -> BaseException:
     if isinstance(error, ApplicationError):
-        return PublishError(f"router refused {topic!r}: {error.error}")
+        return PublishRefused(f"router refused {topic!r}: {error.error}")
     return error
 
 
@@ -213,8 +208,8 @@ _instance_pid: int | None = None
 _instance_lock = threading.Lock()
 
 
-def get_publisher() -> Publisher:
-    """The process's Publisher, created on first use.
+def get_publisher(config: Settings | None = None) -> Publisher:
+    """The process's Publisher, created on first use (from `config`, else the environment).
 
     Keyed by pid: a forked child (a Celery pool process) never reuses its
     parent's session or loop thread, which do not survive a fork.
@@ -224,7 +219,7 @@ def get_publisher() -> Publisher:
     if _instance is None or _instance_pid != pid:
         with _instance_lock:
             if _instance is None or _instance_pid != pid:
-                _instance = Publisher().start()
+                _instance = Publisher(config).start()
                 _instance_pid = pid
     return _instance
 

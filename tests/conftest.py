@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import processes
-from tests.support.broker import purge, rabbitmq_url
-from tests.support.processes import Router, Worker
+from harness import processes
+from harness.broker import purge, rabbitmq_url
+from harness.processes import Router, Worker
 
 # The test process itself (publishers, ticket issuers) uses the test secrets.
 os.environ.update(processes.base_env())

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from publisher.connection import Credentials, WampConnection
-from tests.support.clients import refusal, ticket
-from tidings.settings import BACKEND_AUTHID, REALM
+from harness.clients import refusal, ticket
+from publisher.connection import WampConnection
+from publisher.credentials import Credentials
+from tidings.names import BACKEND_AUTHID, REALM
 
 
 def test_a_ticket_works_once(router):

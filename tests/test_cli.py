@@ -8,8 +8,8 @@ from pathlib import Path
 
 import jwt
 
-from tests.support.ports import free_port
-from tests.support.processes import TEST_SECRET, base_env
+from harness.ports import free_port
+from harness.processes import TEST_SECRET, base_env
 
 TIDINGS = str(Path(sys.executable).parent / "tidings")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from bench.clients import Swarm
-from tests.support.processes import TEST_SECRET
+from harness.processes import TEST_SECRET
+from harness.swarm import Swarm
 from tests.test_pipeline import plain_celery
 
 

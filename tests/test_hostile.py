@@ -6,20 +6,24 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import jwt
 import pytest
 from autobahn.wamp.types import PublishOptions, SubscribeOptions
 
+from harness.clients import Subscriber, attempt, refusal, ticket
+from harness.processes import TEST_SECRET
 from publisher import Publisher
-from publisher.connection import Credentials, WampConnection
-from tests.support.clients import Subscriber, attempt, refusal, ticket
-from tests.support.processes import TEST_SECRET
-from tidings.settings import REALM, load
+from publisher.connection import WampConnection
+from publisher.credentials import Credentials
+from tidings.names import REALM
+from tidings.settings import Settings
 
 NOT_AUTHORIZED = "tidings.error.not_authorized"
 ORDER_VIEW = ["entity:order:view"]
@@ -95,7 +99,7 @@ TICKETS: dict[str, tuple[Callable[[], str], str]] = {
 def bystander(router, worker):
     """A well-behaved session that must keep receiving whatever the probes do."""
     sub = Subscriber(router.ws_url, "99", ["tidings.user.99"]).start()
-    publisher = Publisher(load().__class__(**{**load().__dict__, "router_url": router.rs_url}))
+    publisher = Publisher(replace(Settings.from_environ(os.environ), router_url=router.rs_url))
     publisher.start()
     yield sub, publisher
     sub.close()

@@ -7,6 +7,7 @@ Celery worker, real WAMP clients that sign in with tickets like browsers do.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import threading
 import time
@@ -16,12 +17,12 @@ import pytest
 from autobahn.wamp.exception import ApplicationError
 from celery import Celery
 
+from harness.processes import BIN, ROOT, base_env
 from publisher import Publisher
 from tests.support.browser import Browser
 from tests.support.measurements import record, summary_ms
-from tests.support.processes import BIN, ROOT, base_env
-from tidings.settings import load
-from workers import events
+from tidings import events
+from tidings.settings import Settings
 
 VIEW = ["entity:order:view"]
 
@@ -218,7 +219,7 @@ def test_maintenance_from_the_cli_reaches_everyone_and_late_joiners(router, work
 
 
 def test_maintenance_survives_a_router_restart(own_router):
-    config = load()
+    config = Settings.from_environ(os.environ)
     publisher = Publisher(config.__class__(**{**config.__dict__, "router_url": own_router.rs_url}))
     publisher.start()
     try:
@@ -311,7 +312,7 @@ def test_recovery_returns_exactly_the_missed_events(router, worker, broker_url):
 def test_recovery_reports_a_gap_once_events_fell_out_of_the_window(router, worker, broker_url):
     rid = new_record()
     topic = f"tidings.entity.order.{rid}"
-    size = load().history_size
+    size = Settings.from_environ(os.environ).history_size
     reference = Browser(router.ws_url, "32", [topic], VIEW).start()
     stranger = Browser(router.ws_url, "66", []).start()
     try:

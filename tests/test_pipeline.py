@@ -9,7 +9,7 @@ import uuid
 from celery import Celery
 from kombu import Connection, Exchange, Producer, Queue
 
-from tests.support.clients import Subscriber
+from harness.clients import Subscriber
 
 
 def plain_celery(broker_url: str) -> Celery:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import replace
@@ -9,16 +10,16 @@ from pathlib import Path
 
 from celery import Celery
 
+from harness.clients import Subscriber
+from harness.processes import Worker
+from harness.vhost import isolated_vhost
 from publisher import Publisher
-from tests.support.broker import isolated_vhost
-from tests.support.clients import Subscriber
-from tests.support.processes import Worker
 from tests.support.proxy import Proxy
-from tidings.settings import load
+from tidings.settings import Settings
 
 
 def test_in_process_publisher_reconnects_and_waits_for_the_router(own_router):
-    config = load()
+    config = Settings.from_environ(os.environ)
     publisher = Publisher(config.__class__(**{**config.__dict__, "router_url": own_router.rs_url}))
     publisher.start()
     sub = Subscriber(own_router.ws_url, "21", ["tidings.user.21"]).start()
@@ -84,7 +85,7 @@ def test_a_publish_never_acknowledged_goes_out_again_on_a_new_connection(router)
     # A half-open link: the connection stays open and swallows everything, so
     # nothing but the Publisher's own deadline can notice.
     link = Proxy(router.rs_port).start()
-    config = replace(load(), router_url=link.rs_url, publish_timeout=2.0)
+    config = replace(Settings.from_environ(os.environ), router_url=link.rs_url, publish_timeout=2.0)
     publisher = Publisher(config).start()
     sub = Subscriber(router.ws_url, "22", ["tidings.user.22"]).start()
     try:

@@ -8,11 +8,12 @@ import uuid
 import pytest
 import redis
 
-from publisher.connection import Credentials, WampConnection
-from publisher.jti_store import MemoryJtiStore, RedisJtiStore
-from tests.support.clients import refusal, ticket
-from tests.support.processes import Router
-from tidings.settings import REALM
+from harness.clients import refusal, ticket
+from harness.processes import Router
+from publisher.connection import WampConnection
+from publisher.credentials import Credentials
+from stores.jti import MemoryJtiStore, RedisJtiStore
+from tidings.names import REALM
 
 REDIS_URL = "redis://127.0.0.1:6379/15"
 

@@ -1,98 +1,128 @@
-"""Configuration of tidings, read once from the environment."""
+"""The settings of tidings, built from an environment mapping and passed in; never read at import.
+
+Each process builds them once where it starts (`Settings.from_environ(os.environ)`)
+and hands them down. Every value is cast and checked here, and a wrong one
+raises ConfigError naming the variable and what to do.
+"""
 
 from __future__ import annotations
 
-import os
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
 
-BACKEND_AUTHID = "tidings-backend"
-BACKEND_ROLE = "backend"
-FRONTEND_ROLE = "frontend"
-REALM = "tidings"
+from tidings.errors import ConfigError
 
 # Development secrets: only ever used when TIDINGS_DEV=1.
 DEV_SECRET = "tidings-dev-ticket-secret-not-for-production"
 DEV_BACKEND_SECRET = "tidings-dev-backend-secret-not-for-production"
 
+# The checkout (or the folder the packages were installed from): where
+# `.crossbar/` and `web/` are found by default.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
+DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672//"
+DEFAULT_ROUTER_URL = "rs://127.0.0.1:8081"
 
-class ConfigError(RuntimeError):
-    """A setting is missing or wrong; the message says which and what to do."""
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class Settings:
-    broker_url: str
-    router_url: str
-    secret: str | None
-    backend_secret: str | None
-    dev: bool
-    redis_url: str | None
-    cbdir: Path
-    publish_timeout: float
-    # Missed-event recovery (publisher/history.py): events kept per topic, and
+    broker_url: str = DEFAULT_BROKER_URL
+    router_url: str = DEFAULT_ROUTER_URL
+    secret: str | None = None
+    backend_secret: str | None = None
+    dev: bool = False
+    redis_url: str | None = None
+    cbdir: Path = PROJECT_ROOT / ".crossbar"
+    # Seconds a publish waits for the router's acknowledgement.
+    publish_timeout: float = 10.0
+    # Times a message that failed for a passing reason is handed back to its
+    # queue before it is dead-lettered instead.
+    max_redeliveries: int = 10
+    # Missed-event recovery (router/history.py): events kept per topic, and
     # bounds on the number of topics and on the bytes held in all.
     history_size: int = 100
     history_topics: int = 10_000
     history_bytes: int = 64 * 1024 * 1024
 
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> Settings:
+        """The settings the variables in `environ` give; ConfigError if one is wrong."""
+        read = _Reader(environ)
+        dev = read.flag("TIDINGS_DEV")
+        return cls(
+            broker_url=read.url("TIDINGS_BROKER_URL", DEFAULT_BROKER_URL, ("amqp", "amqps")),
+            router_url=read.url("TIDINGS_ROUTER_URL", DEFAULT_ROUTER_URL, ("rs", "ws")),
+            secret=read.text("TIDINGS_SECRET") or (DEV_SECRET if dev else None),
+            backend_secret=read.text("TIDINGS_BACKEND_SECRET")
+            or (DEV_BACKEND_SECRET if dev else None),
+            dev=dev,
+            redis_url=read.optional_url("TIDINGS_REDIS_URL", ("redis", "rediss", "unix")),
+            cbdir=Path(read.text("TIDINGS_CBDIR") or PROJECT_ROOT / ".crossbar"),
+            publish_timeout=read.number("TIDINGS_PUBLISH_TIMEOUT", 10.0, float, "seconds"),
+            max_redeliveries=read.number("TIDINGS_MAX_REDELIVERIES", 10, int, "a whole number"),
+            history_size=read.number("TIDINGS_HISTORY_SIZE", 100, int, "a whole number"),
+            history_topics=read.number("TIDINGS_HISTORY_TOPICS", 10_000, int, "a whole number"),
+            history_bytes=read.number("TIDINGS_HISTORY_BYTES", 64 << 20, int, "bytes"),
+        )
+
     def require_secret(self) -> str:
-        if not self.secret:
-            raise ConfigError(
-                "TIDINGS_SECRET is not set: set it to the ticket signing key "
-                "(or TIDINGS_DEV=1 for development)"
-            )
-        return self.secret
+        return _required(self.secret, "TIDINGS_SECRET", "the ticket signing key")
 
     def require_backend_secret(self) -> str:
-        if not self.backend_secret:
-            raise ConfigError(
-                "TIDINGS_BACKEND_SECRET is not set: set it to the backend WAMP-CRA secret "
-                "(or TIDINGS_DEV=1 for development)"
-            )
-        return self.backend_secret
+        what = "the backend WAMP-CRA secret"
+        return _required(self.backend_secret, "TIDINGS_BACKEND_SECRET", what)
 
 
-def _flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-def _positive_int(name: str, default: int) -> int:
-    text = os.environ.get(name, "").strip()
-    if not text:
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ConfigError(f"{name}={text!r} is not a positive whole number; fix or unset it")
+def _required(value: str | None, name: str, what: str) -> str:
+    if not value:
+        raise ConfigError(f"{name} is not set: set it to {what} (or TIDINGS_DEV=1 for development)")
     return value
 
 
-def load() -> Settings:
-    """Read the settings from the environment (uncached; see `settings()`)."""
-    dev = _flag("TIDINGS_DEV")
-    return Settings(
-        broker_url=os.environ.get("TIDINGS_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//"),
-        router_url=os.environ.get("TIDINGS_ROUTER_URL", "rs://127.0.0.1:8081"),
-        secret=os.environ.get("TIDINGS_SECRET") or (DEV_SECRET if dev else None),
-        backend_secret=os.environ.get("TIDINGS_BACKEND_SECRET")
-        or (DEV_BACKEND_SECRET if dev else None),
-        dev=dev,
-        redis_url=os.environ.get("TIDINGS_REDIS_URL") or None,
-        cbdir=Path(os.environ.get("TIDINGS_CBDIR", PROJECT_ROOT / ".crossbar")),
-        publish_timeout=float(os.environ.get("TIDINGS_PUBLISH_TIMEOUT", "10")),
-        history_size=_positive_int("TIDINGS_HISTORY_SIZE", 100),
-        history_topics=_positive_int("TIDINGS_HISTORY_TOPICS", 10_000),
-        history_bytes=_positive_int("TIDINGS_HISTORY_BYTES", 64 * 1024 * 1024),
-    )
+class _Reader:
+    """One cast per kind of value, one error type."""
 
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
 
-@lru_cache(maxsize=1)
-def settings() -> Settings:
-    """The process-wide settings, read on first use."""
-    return load()
+    def text(self, name: str) -> str:
+        return self.environ.get(name, "").strip()
+
+    def flag(self, name: str) -> bool:
+        value = self.text(name).lower()
+        if value in {"", "0", "false", "no", "off"}:
+            return False
+        if value in {"1", "true", "yes", "on"}:
+            return True
+        raise ConfigError(f"{name}={value!r} is not a yes/no value; use 1 or 0")
+
+    def number(self, name: str, default: T, cast: Callable[[str], T], unit: str) -> T:
+        text = self.text(name)
+        if not text:
+            return default
+        try:
+            value = cast(text)
+        except ValueError:
+            value = None
+        if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+            raise ConfigError(f"{name}={text!r} is not a positive number ({unit}); fix or unset it")
+        return value
+
+    def url(self, name: str, default: str, schemes: tuple[str, ...]) -> str:
+        return self.optional_url(name, schemes) or default
+
+    def optional_url(self, name: str, schemes: tuple[str, ...]) -> str | None:
+        text = self.text(name)
+        if not text:
+            return None
+        scheme = urlsplit(text).scheme
+        if scheme not in schemes:
+            wanted = " or ".join(f"{s}://" for s in schemes)
+            raise ConfigError(f"{name} must be a {wanted} URL, not {text!r}")
+        return text

@@ -1,4 +1,8 @@
-"""The Celery application of tidings and its configuration."""
+"""The Celery application of tidings and its configuration.
+
+Nothing is read at import: the settings come from the environment when Celery
+first needs its configuration.
+"""
 
 from __future__ import annotations
 
@@ -7,44 +11,50 @@ from typing import Any
 from celery import Celery
 from celery.signals import worker_process_init
 
-from tidings.settings import settings
-from workers.queues import TASK_QUEUE_NAME, task_queue
+from tidings.names import TASK_QUEUE
+from workers.queues import task_queue
+from workers.raw_consumer import RawEventConsumer
+from workers.runtime import settings
+
+
+def celery_config() -> dict[str, Any]:
+    return {
+        "broker_url": settings().broker_url,
+        "broker_connection_retry_on_startup": True,
+        # JSON only: a pickle payload from the network would be code execution.
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "result_serializer": "json",
+        "task_ignore_result": True,
+        "result_backend": None,
+        # At-least-once: a message is acked only after the task (and so the
+        # router's acknowledgement) is done, and requeued if the worker dies.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        # After a reconnect Celery lowers the prefetch and restores it from the
+        # callback of an ack, which in the threads pool runs on a pool thread: a
+        # basic.qos on the consumer's connection from there interleaves with the
+        # consumer's own reads (frame errors, lost deliveries). Keep it fixed.
+        "worker_enable_prefetch_count_reduction": False,
+        "task_queues": (task_queue,),
+        "task_default_queue": TASK_QUEUE,
+        "task_default_exchange": TASK_QUEUE,
+        "task_default_routing_key": TASK_QUEUE,
+        "task_create_missing_queues": False,
+        # Tasks take about a millisecond, and a task's message stays unacked until
+        # the router acknowledged its publish: a deep prefetch (8 threads x 128)
+        # keeps the pool fed meanwhile; 32 gave (a) a fifth less (make bench).
+        "worker_prefetch_multiplier": 128,
+        "worker_send_task_events": False,
+        "task_send_sent_event": False,
+    }
+
 
 app = Celery("tidings", include=["workers.tasks"])
-app.conf.update(
-    broker_url=settings().broker_url,
-    broker_connection_retry_on_startup=True,
-    # JSON only: a pickle payload from the network would be code execution.
-    task_serializer="json",
-    accept_content=["json"],
-    result_serializer="json",
-    task_ignore_result=True,
-    result_backend=None,
-    # At-least-once: a message is acked only after the task (and so the
-    # router's acknowledgement) is done, and requeued if the worker dies.
-    task_acks_late=True,
-    task_reject_on_worker_lost=True,
-    # After a reconnect Celery lowers the prefetch and restores it from the
-    # callback of an ack, which in the threads pool runs on a pool thread: a
-    # basic.qos on the consumer's connection from there interleaves with the
-    # consumer's own reads (frame errors, lost deliveries). Keep it fixed.
-    worker_enable_prefetch_count_reduction=False,
-    task_queues=(task_queue,),
-    task_default_queue=TASK_QUEUE_NAME,
-    task_default_exchange=TASK_QUEUE_NAME,
-    task_default_routing_key=TASK_QUEUE_NAME,
-    task_create_missing_queues=False,
-    # Tasks take about a millisecond, and a task's message stays unacked until
-    # the router acknowledged its publish: a deep prefetch (8 threads x 128)
-    # keeps the pool fed meanwhile; 32 gave (a) a fifth less (make bench).
-    worker_prefetch_multiplier=128,
-    worker_send_task_events=False,
-    task_send_sent_event=False,
-)
+# A promise: evaluated when Celery first reads its configuration, not now.
+app.add_defaults(celery_config)
 
-# Registers the raw domain-event consumer with every `celery worker` of this app.
-from workers.raw_consumer import RawEventConsumer  # noqa: E402
-
+# The raw domain-event consumer runs in every `celery worker` of this app.
 app.steps["consumer"].add(RawEventConsumer)
 
 
@@ -53,4 +63,4 @@ def _connect_publisher(**_: Any) -> None:
     """A prefork pool process connects its own Publisher right after the fork."""
     from publisher import get_publisher
 
-    get_publisher()
+    get_publisher(settings())

@@ -4,10 +4,11 @@ A tidings task only hands its event to the router and waits for the
 acknowledgement; run through the pool, Celery's per-task machinery (a request
 object, a pool thread, a tracer, a result) cost as much again as the publish.
 Here the consumer decodes the message, plans its publishes, sends them without
-waiting, and acks the message on the router's acknowledgement (workers.acks),
-the same at-least-once as before. Messages that need what only the pool
-gives — a countdown or ETA, an expiry, a revocation, a chain or callbacks,
-task events for monitors — still go through Celery's default strategy.
+waiting, and the ledger acks the message on the router's acknowledgement
+(workers.ledger), the same at-least-once as before. Messages that need what
+only the pool gives — a countdown or ETA, an expiry, a revocation, a chain or
+callbacks, task events for monitors — still go through Celery's default
+strategy, keeping their place in the ledger's line.
 """
 
 from __future__ import annotations
@@ -22,8 +23,11 @@ from celery.worker.strategy import default
 from kombu.message import Message
 
 from publisher import get_publisher
-from workers import acks, events
-from workers.acks import after_router
+from tidings.errors import InvalidEvent, PublishRefused
+from tidings.names import TASK_QUEUE
+from workers.ledger import Ledger
+from workers.letterbox import TaskCall
+from workers.runtime import open_ledger
 
 log = logging.getLogger(__name__)
 _CHAINING = ("callbacks", "errbacks", "chain", "chord")
@@ -36,50 +40,18 @@ _WATCHED = (
 )
 
 
-class _InlineTask:
-    """A task message published by the consumer, settled on the router's acknowledgement."""
+class Gate:
+    """Which task messages only Celery's own path can run, checked per message: what decides
+    can change while the worker runs (`celery control enable_events`, `rate_limit`, revoke)."""
 
-    __slots__ = ("args", "errors", "kwargs", "message", "task", "task_id")
-
-    def __init__(
-        self, task: Any, message: Message, task_id: str, args: Any, kwargs: Any, errors: Any
-    ) -> None:
+    def __init__(self, task: Any, consumer: Any) -> None:
         self.task = task
-        self.message = message
-        self.task_id = task_id
-        self.args = args
-        self.kwargs = kwargs
-        self.errors = errors
+        self.eventer = consumer.event_dispatcher
+        self.revoked = consumer.controller.state.revoked
+        self.buckets = consumer.task_buckets
+        self.rate_limits = not consumer.disable_rate_limits
 
-    def settle(self, error: BaseException | None) -> None:
-        acks.settle(
-            error,
-            ack=lambda: self.message.ack_log_error(log, self.errors),
-            requeue=lambda: self.message.reject_log_error(log, self.errors, requeue=True),
-            dead_letter=self.dead_letter,
-            what=f"task {self.task.name} {self.task_id}",
-        )
-
-    def dead_letter(self, reason: str) -> None:
-        acks.dead_letter_task(
-            self.task.app, self.task.name, self.task_id, self.args, self.kwargs, reason
-        )
-
-
-def strategy(task: Any, app: Any, consumer: Any, **kwargs: Any) -> Callable[..., None]:
-    """Celery's strategy hook for a PublishingTask (see the module docstring)."""
-    celery_way = default(task, app, consumer, **kwargs)
-    after_router.use_hub(consumer.hub)
-    eventer = consumer.event_dispatcher
-    revoked = consumer.controller.state.revoked
-    buckets = consumer.task_buckets
-    rate_limits = not consumer.disable_rate_limits
-    errors = consumer.connection_errors
-    signature = inspect.signature(task.run)
-
-    def needs_celery(headers: dict[str, Any], decoded: Any) -> bool:
-        """What only Celery's own path does, checked per message: these can change
-        while the worker runs (`celery control enable_events`, `rate_limit`, revoke)."""
+    def needs_celery(self, headers: dict[str, Any], decoded: Any) -> bool:
         if not isinstance(decoded, list | tuple) or len(decoded) != 3:
             return True  # protocol 1, or malformed: Celery reports it its way
         args, task_kwargs, embed = decoded
@@ -91,15 +63,26 @@ def strategy(task: Any, app: Any, consumer: Any, **kwargs: Any) -> Callable[...,
             return True
         if headers.get("eta") or headers.get("expires") or headers.get("stamped_headers"):
             return True
-        if headers.get("id") in revoked or (rate_limits and buckets[task.name] is not None):
+        if headers.get("id") in self.revoked:
+            return True
+        if self.rate_limits and self.buckets[self.task.name] is not None:
             return True
         # The dispatcher is on for the worker's heartbeats too; task events are
         # sent only with -E or `enable_events` (then its groups name "task").
-        events_on = eventer is not None and eventer.enabled and task.send_events
+        eventer = self.eventer
+        events_on = eventer is not None and eventer.enabled and self.task.send_events
         if events_on and (not eventer.groups or "task" in eventer.groups):
             return True
         # Someone watches tasks (an APM, an exporter): give them the real thing.
         return any(signal.receivers for signal in _WATCHED)
+
+
+def strategy(task: Any, app: Any, consumer: Any, **kwargs: Any) -> Callable[..., None]:
+    """Celery's strategy hook for a PublishingTask (see the module docstring)."""
+    celery_way = default(task, app, consumer, **kwargs)
+    ledger = open_ledger(consumer.hub)
+    gate = Gate(task, consumer)
+    signature = inspect.signature(task.run)
 
     def handle(
         message: Message, body: Any, ack: Any, reject: Any, callbacks: Any, **kw: Any
@@ -107,61 +90,67 @@ def strategy(task: Any, app: Any, consumer: Any, **kwargs: Any) -> Callable[...,
         headers = message.headers or {}
         task_id = str(headers.get("id") or "")
         decoded: Any = None if body is not None else message.payload
-        if (
-            not task_id
-            or callbacks
-            or needs_celery(headers, decoded)
-            or not after_router.can_defer()
-        ):
+        if not ledger.ready():
             celery_way(message, body, ack, reject, callbacks, **kw)
             return
+        if not task_id or callbacks or gate.needs_celery(headers, decoded):
+            # Celery's path settles it; the ledger keeps its place in line.
+            ledger.foreign(message, TASK_QUEUE, task_id)
+            told_ack, told_reject = _telling(ledger, message)
+            celery_way(message, body, told_ack, told_reject, callbacks, **kw)
+            return
         args, task_kwargs, _ = decoded  # needs_celery() checked its shape
-        inline = _InlineTask(task, message, task_id, args, task_kwargs, errors)
-        reason = _publish(task, task_id, args, task_kwargs, signature, inline)
-        if reason is None:
-            return
+        call = TaskCall(task.name, task_id, args, task_kwargs)
+        entry = ledger.open(message, TASK_QUEUE, call)
         try:
-            inline.dead_letter(reason)
-        except Exception:
-            # The broker is in trouble: hand the message back rather than drop it.
-            log.exception("could not dead-letter task %s %s", task.name, task_id)
-            message.reject_log_error(log, errors, requeue=True)
+            futures = publish(task, call, signature)
+        except (InvalidEvent, PublishRefused) as exc:
+            ledger.fail(entry, exc)
             return
-        message.ack_log_error(log, errors)
+        ledger.expect(entry, futures)
 
     return handle
 
 
-def _publish(
-    task: Any,
-    task_id: str,
-    args: Any,
-    kwargs: Any,
-    signature: inspect.Signature,
-    inline: _InlineTask,
-) -> str | None:
-    """Send the task's publishes, settled later; or the reason to dead-letter it."""
+def _telling(ledger: Ledger, message: Message) -> tuple[Callable[..., None], Callable[..., None]]:
+    """Celery's ack and reject for `message`, done by the ledger, which then knows it went out.
+
+    They stand in for Celery's own (which queue `message.ack_log_error` and
+    `reject_log_error` on the consumer's loop, as these do): the ledger must
+    not send a `multiple` ack over this message before its own ack went out.
+    """
+
+    def ack(*args: Any) -> None:
+        ledger.settle_foreign(message, message.ack_log_error, *args)
+
+    def reject(*args: Any) -> None:
+        ledger.settle_foreign(message, message.reject_log_error, *args)
+
+    return ack, reject
+
+
+def publish(task: Any, call: TaskCall, signature: inspect.Signature) -> list[Any]:
+    """Send the task's publishes; their futures. Raises InvalidEvent or PublishRefused."""
     try:
         try:
-            outgoing = task.plan(task_id, *args, **kwargs)
+            outgoing = task.plan(call.id, *call.args, **call.kwargs)
         except TypeError:
             # Arguments that do not fit the task (Celery would fail it and ack it
             # away) are told from a fault of the plan by binding them, only now:
             # binding costs more than the rest of a publish.
             try:
-                signature.bind(*args, **kwargs)
+                signature.bind(*call.args, **call.kwargs)
             except TypeError as exc:
                 parameters = ", ".join(signature.parameters)
-                return f"arguments do not fit {task.name}({parameters}): {exc}"
+                reason = f"arguments do not fit {task.name}({parameters}): {exc}"
+                raise InvalidEvent(reason) from None
             raise
         publisher = get_publisher()
-        futures = [publisher.publish_async(o.topic, o.payload, **o.options) for o in outgoing]
-    except events.InvalidEvent as exc:
-        return str(exc)
+        return [publisher.publish_async(o.topic, o.payload, **o.options) for o in outgoing]
+    except InvalidEvent:
+        raise
     except Exception as exc:
         # A fault of ours must cost this message, not the consumer (and every
         # worker RabbitMQ would hand the message to next).
-        log.exception("task %s %s could not be published", task.name, task_id)
-        return f"could not be published: {type(exc).__name__}: {exc}"
-    after_router.settle_when_done(inline, futures)
-    return None
+        log.exception("task %s %s could not be published", task.name, call.id)
+        raise PublishRefused(f"could not be published: {type(exc).__name__}: {exc}") from None

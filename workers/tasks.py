@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -9,35 +10,26 @@ from typing import Any
 from celery import Task
 from celery.worker.request import Request
 
-from publisher import PublishError, PublishTimeout, get_publisher
-from workers import acks, events
-from workers.acks import after_router
+from publisher import get_publisher
+from tidings import events
+from tidings.errors import InvalidEvent, PublishRefused, PublishTimeout
+from tidings.names import ENTITY_CHANGED_TASK, MAINTENANCE_TASK, PUBLISH_TASK
 from workers.celery_app import app
+from workers.letterbox import TaskCall
+from workers.runtime import ledger, letters, settings
 
 log = logging.getLogger(__name__)
 MAX_RETRY_DELAY = 30.0
 
 
 class AckAfterPublish(Request):  # type: ignore[misc]
-    """A task request whose ack waits for the router's acknowledgements (workers.acks)."""
+    """A task request the ledger may take over once its publishes are sent (workers.ledger)."""
 
     def acknowledge(self) -> None:
-        futures = after_router.take(self.id)
-        if futures is None:
-            super().acknowledge()
+        if ledger.adopted(self.id):
+            self.acknowledged = True  # the ledger acks it after the router's acknowledgement
         else:
-            after_router.settle_when_done(self, futures)
-
-    def settle(self, error: BaseException | None) -> None:
-        acks.settle(
-            error,
-            ack=super().acknowledge,
-            requeue=lambda: self.reject(requeue=True),
-            dead_letter=lambda reason: acks.dead_letter_task(
-                self.task.app, self.name, self.id, self.args, self.kwargs, reason
-            ),
-            what=f"task {self.name} {self.id}",
-        )
+            super().acknowledge()
 
 
 Plan = Callable[..., list[events.Outgoing]]
@@ -48,13 +40,14 @@ class PublishingTask(Task):  # type: ignore[misc]
 
     A task's `plan(task_id, *args, **kwargs)` turns its arguments into the
     publishes it stands for, or raises InvalidEvent. Most messages never reach
-    the pool: the consumer publishes them itself (workers.inline) and acks each
-    on the router's acknowledgement. Those it hands to the pool (a countdown, a
-    chain) go the same way in the threads and solo pools (AckAfterPublish);
-    in a prefork child the task waits, and while the router is unreachable it
-    is retried with backoff. Either way the message is never acked before the
-    router has the event, and an invalid one goes to the dead-letter queue
-    with its reason instead.
+    the pool: the consumer publishes them itself (workers.inline) and the
+    ledger acks each on the router's acknowledgement. Those it hands to the
+    pool (a countdown, a chain) go the same way in the threads and solo pools
+    (the ledger adopts them); in a prefork child the task waits, and while the
+    router is unreachable it is retried with backoff, at most
+    TIDINGS_MAX_REDELIVERIES times. Either way the message is never acked
+    before the router has the event, and an invalid one goes to the
+    dead-letter queue with its reason instead.
     """
 
     Request = AckAfterPublish
@@ -63,41 +56,78 @@ class PublishingTask(Task):  # type: ignore[misc]
 
     def deliver(self, *args: Any, **kwargs: Any) -> int:
         """Plan this request's publishes and send them (see above); returns how many."""
+        request = self.request
         try:
-            outgoing = self.plan(self.request.id, *args, **kwargs)
-        except events.InvalidEvent as exc:
+            outgoing = self.plan(request.id, *args, **kwargs)
+        except InvalidEvent as exc:
             self.dead_letter(str(exc))
             return 0
-        publisher = get_publisher()
-        defer = bool(self.request.id) and not self.request.is_eager and after_router.can_defer()
+        publisher = get_publisher(settings())
+        futures = [publisher.publish_async(o.topic, o.payload, **o.options) for o in outgoing]
+        ready = request.id and not request.is_eager and ledger.ready()
+        if ready and ledger.adopt(self._call(), futures):
+            return len(outgoing)
         try:
-            futures = [publisher.publish_async(o.topic, o.payload, **o.options) for o in outgoing]
-            if defer:
-                after_router.wait_for(self.request.id, futures)
-                return len(outgoing)
             for future in futures:
                 future.result(publisher.timeout)
         except TimeoutError:
             for future in futures:
                 future.cancel()
-            delay = min(0.5 * 2**self.request.retries, MAX_RETRY_DELAY)
             why = publisher.connection.last_error or "no acknowledgement"
             timeout = PublishTimeout(f"router did not acknowledge in time ({why})")
+            limit = settings().max_redeliveries
+            if request.retries >= limit:
+                self.dead_letter(f"redelivered {request.retries} times; last: {timeout}")
+                return 0
+            delay = min(0.5 * 2**request.retries, MAX_RETRY_DELAY)
             log.warning("%s; retrying in %.1fs", timeout, delay)
             raise self.retry(exc=timeout, countdown=delay, max_retries=None) from None
-        except PublishError as exc:
+        except PublishRefused as exc:
             # The router refused the event itself (not a transient fault):
             # keep it, with the reason, rather than fail and lose it.
             self.dead_letter(str(exc))
             return 0
         return len(outgoing)
 
-    def dead_letter(self, reason: str) -> None:
+    def _call(self) -> TaskCall:
         request = self.request
-        acks.dead_letter_task(self.app, self.name, request.id, request.args, request.kwargs, reason)
+        return TaskCall(self.name, request.id, request.args, request.kwargs)
+
+    def dead_letter(self, reason: str) -> None:
+        letters.dead_letter(None, reason, self._call())
 
 
-def plan_publish(
+def publishing_task(name: str) -> Callable[[Plan], PublishingTask]:
+    """Make a plan `plan(task_id, *args, **kwargs)` the Celery task `name`.
+
+    The task takes the plan's arguments (without the task id, which becomes
+    the event id): Celery checks them against that signature, and the task
+    publishes what the plan returns.
+    """
+
+    def register(plan: Plan) -> PublishingTask:
+        def run(self: PublishingTask, *args: Any, **kwargs: Any) -> int:
+            return self.deliver(*args, **kwargs)
+
+        planned = inspect.signature(plan)
+        task_params = list(planned.parameters.values())[1:]  # not the task id
+        self_param = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        run.__signature__ = planned.replace(  # type: ignore[attr-defined]
+            parameters=[self_param, *task_params], return_annotation=int
+        )
+        run.__name__ = run.__qualname__ = plan.__name__
+        run.__doc__ = plan.__doc__
+        task = app.task(name=name, bind=True, base=PublishingTask, plan=staticmethod(plan))(run)
+        return task  # type: ignore[no-any-return]
+
+    return register
+
+
+# The contract's tasks: each publishes what its plan returns.
+
+
+@publishing_task(PUBLISH_TASK)
+def publish(
     task_id: str,
     topic: str,
     payload: dict[str, Any],
@@ -105,6 +135,7 @@ def plan_publish(
     eligible_authids: list[str] | None = None,
     retain: bool = False,
 ) -> list[events.Outgoing]:
+    """Publish `payload` on `topic`; the payload gets `event_id` (the task id) if it has none."""
     return [
         events.publish(
             topic,
@@ -117,7 +148,8 @@ def plan_publish(
     ]
 
 
-def plan_entity_changed(
+@publishing_task(ENTITY_CHANGED_TASK)
+def entity_changed(
     task_id: str,
     entity: str,
     id: int | str,
@@ -126,10 +158,7 @@ def plan_entity_changed(
     fields: list[str] | None = None,
     origin_session: int | None = None,
 ) -> list[events.Outgoing]:
-    if origin_session is not None and (
-        isinstance(origin_session, bool) or not isinstance(origin_session, int)
-    ):
-        raise events.InvalidEvent("origin_session must be a WAMP session id (integer)")
+    """A record changed; tell everyone on it except the browser session that saved it."""
     return events.entity_changed(
         entity,
         id,
@@ -137,56 +166,13 @@ def plan_entity_changed(
         changed_by=changed_by,
         fields=fields,
         event_id=task_id,
-        exclude_sessions=[origin_session] if origin_session else None,
+        exclude_sessions=events.origin_sessions(origin_session),
     )
 
 
-def plan_maintenance(
+@publishing_task(MAINTENANCE_TASK)
+def maintenance(
     task_id: str, enabled: bool, message: str | None = None, by: int | str | None = None
 ) -> list[events.Outgoing]:
-    return [events.maintenance(enabled, message=message, by=by, event_id=task_id)]
-
-
-# The contract's tasks: each publishes what its plan says.
-
-
-@app.task(name="tidings.publish", bind=True, base=PublishingTask, plan=staticmethod(plan_publish))
-def publish(
-    self: PublishingTask,
-    topic: str,
-    payload: dict[str, Any],
-    exclude_authids: list[str] | None = None,
-    eligible_authids: list[str] | None = None,
-    retain: bool = False,
-) -> int:
-    """Publish `payload` on `topic`; the payload gets `event_id` (the task id) if it has none."""
-    return self.deliver(topic, payload, exclude_authids, eligible_authids, retain)
-
-
-@app.task(
-    name="tidings.entity_changed",
-    bind=True,
-    base=PublishingTask,
-    plan=staticmethod(plan_entity_changed),
-)
-def entity_changed(
-    self: PublishingTask,
-    entity: str,
-    id: int | str,
-    action: str = "updated",
-    changed_by: int | str | None = None,
-    fields: list[str] | None = None,
-    origin_session: int | None = None,
-) -> int:
-    """A record changed; tell everyone on it except the browser session that saved it."""
-    return self.deliver(entity, id, action, changed_by, fields, origin_session)
-
-
-@app.task(
-    name="tidings.maintenance", bind=True, base=PublishingTask, plan=staticmethod(plan_maintenance)
-)
-def maintenance(
-    self: PublishingTask, enabled: bool, message: str | None = None, by: int | str | None = None
-) -> int:
     """Switch maintenance mode on or off for every connected user."""
-    return self.deliver(enabled, message, by)
+    return [events.maintenance(enabled, message=message, by=by, event_id=task_id)]

@@ -7,8 +7,8 @@ import uuid
 
 from playwright.sync_api import expect
 
-from publisher import tickets
-from tests.support.processes import TEST_SECRET
+from harness.processes import TEST_SECRET
+from tidings import tickets
 
 SEVERAL = re.compile(r"^([5-9]|\d{2,})$")  # five points or more
 

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from dataclasses import replace
 
 from playwright.sync_api import WebSocketRoute, expect
 
+from harness.clients import Subscriber
 from publisher import Publisher
 from tests.browser.conftest import ROUTER_DOWN, Browsers
-from tests.support.clients import Subscriber
-from tidings.settings import load
+from tidings.settings import Settings
 
 WS = re.compile(r".*/ws$")
 # A send the page makes while the cut is closing its socket (autobahn does not check the
@@ -79,7 +80,7 @@ def test_the_page_rides_out_a_router_restart(browsers: Browsers, own_router):
     browsers.expected_errors = ROUTER_DOWN
     # A backend session publishes straight to this router (the pipeline's own outage
     # handling is tested in tests/test_router_restart.py); a publish waits for the router.
-    config = load()
+    config = Settings.from_environ(os.environ)
     publisher = Publisher(replace(config, router_url=own_router.rs_url)).start()
     pending: list[threading.Thread] = []
 

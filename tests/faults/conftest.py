@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from harness.processes import Router, Worker
+from harness.vhost import isolated_vhost
 from tests.faults.counting import CountingSubscriber
-from tests.support.broker import isolated_vhost
-from tests.support.processes import Router, Worker
 from tests.support.proxy import Proxy
 
 TALLIES: list[dict[str, Any]] = []

@@ -10,9 +10,10 @@ from typing import Any
 
 from autobahn.wamp.types import SubscribeOptions
 
-from publisher.connection import Credentials, WampConnection
-from tests.support.clients import ticket
-from tidings.settings import REALM
+from harness.clients import ticket
+from publisher.connection import WampConnection
+from publisher.credentials import Credentials
+from tidings.names import REALM
 
 
 class CountingSubscriber:

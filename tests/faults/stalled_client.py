@@ -7,8 +7,8 @@ import socket
 from typing import Any
 from urllib.parse import urlsplit
 
-from bench.websocket import client_frame, server_frame, upgrade_request
-from tests.support.clients import ticket
+from harness.clients import ticket
+from harness.websocket import client_frame, server_frame, upgrade_request
 
 
 class StalledSubscriber:

@@ -8,6 +8,7 @@ nor stalls (nothing is left unacked).
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -19,8 +20,8 @@ from kombu import Connection
 from publisher import Publisher, PublishError
 from tests.faults import rabbit
 from tests.faults.producers import EventSource
-from tidings.settings import load
-from workers.queues import DEAD_QUEUE_NAME, REASON_HEADER
+from tidings.names import DEAD_QUEUE, REASON_HEADER
+from tidings.settings import Settings
 
 TOPIC = "tidings.user.fault-poison"
 GOOD = 1200
@@ -107,7 +108,7 @@ def drain_dead(url: str) -> list[tuple[str, dict[str, Any]]]:
     found = []
     with Connection(url) as conn:
         channel = conn.channel()
-        while (message := channel.basic_get(DEAD_QUEUE_NAME, no_ack=True)) is not None:
+        while (message := channel.basic_get(DEAD_QUEUE, no_ack=True)) is not None:
             body = message.body
             text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
             found.append((text, dict(message.headers or {})))
@@ -186,7 +187,7 @@ def test_poison_messages_dead_lettered_good_ones_delivered(
 
 def test_publisher_fails_a_payload_it_cannot_encode(router):
     """Below the worker's checks: the Publisher itself never leaves such a publish hanging."""
-    config = load()
+    config = Settings.from_environ(os.environ)
     publisher = Publisher(config.__class__(**{**config.__dict__, "router_url": router.rs_url}))
     publisher.start()
     try:

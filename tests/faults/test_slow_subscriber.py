@@ -17,11 +17,11 @@ import time
 
 import pytest
 
+from harness.processes import ROOT
 from tests.faults import rabbit
 from tests.faults.memory import MemorySampler, MiB, tree_connections
 from tests.faults.producers import EventSource, Stream
 from tests.faults.stalled_client import StalledSubscriber
-from tests.support.processes import ROOT
 
 TOPIC = "tidings.user.fault-slow"
 RATE = 300.0

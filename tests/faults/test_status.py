@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import replace
@@ -11,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from tests.support.ports import free_port
-from tests.support.processes import base_env
-from tidings import status
-from tidings.settings import load
+from cli import status
+from harness.ports import free_port
+from harness.processes import base_env
+from tidings.settings import Settings
 
 TIDINGS = str(Path(sys.executable).parent / "tidings")
 
@@ -37,7 +38,7 @@ def run_status(*extra: str, **env: str) -> tuple[int, dict[str, Any] | str]:
 
 def check(**changes: str) -> list[str]:
     """What is down, checked in this process (the command's exit status is tested above)."""
-    return status.check(replace(load(), **changes), timeout=4).down
+    return status.check(replace(Settings.from_environ(os.environ), **changes), timeout=4).down
 
 
 def test_status_all_up_then_each_part_down(router, vhost, start_worker, subscribe):

@@ -8,7 +8,7 @@ from typing import Any
 
 from autobahn.wamp.types import SubscribeOptions
 
-from tests.support.clients import Subscriber
+from harness.clients import Subscriber
 
 
 class Browser(Subscriber):

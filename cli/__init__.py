@@ -1,0 +1,48 @@
+"""The `tidings` command: one module per subcommand, assembled here."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+from cli import dead_letters, maintenance, publish, router, run, status, ticket, worker
+from cli.common import CliError
+from tidings.errors import ConfigError
+from tidings.settings import Settings
+
+# Subcommand → its module (HELP, add_arguments(parser), run(args, settings)).
+COMMANDS: dict[str, ModuleType] = {
+    "ticket": ticket,
+    "publish": publish,
+    "maintenance": maintenance,
+    "status": status,
+    "dead-letters": dead_letters,
+    "router": router,
+    "worker": worker,
+    "run": run,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tidings", description="Real-time notifications: domain events to browsers over WAMP."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, module in COMMANDS.items():
+        module.add_arguments(sub.add_parser(name, help=module.HELP))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_environ(os.environ)
+        return int(COMMANDS[args.command].run(args, settings))
+    except (CliError, ConfigError) as exc:
+        print(f"tidings {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

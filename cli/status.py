@@ -1,0 +1,182 @@
+"""`tidings status`: is the broker, the router and a backend session reachable; queue depths."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from tidings.names import (
+    BACKEND_AUTHID,
+    BACKEND_ROLE,
+    CONSUMED_QUEUES,
+    DEAD_QUEUE,
+    FRONTEND_ROLE,
+    REALM,
+)
+from tidings.settings import Settings
+
+HELP = "broker, router, backend session, queues; exit status 1 if one is down"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="as JSON")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds each check may take")
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    health = check(settings, args.timeout)
+    print(json.dumps(health.as_dict()) if args.json else render(health))
+    # Not 2: nothing is wrong with the command; something is down (for health checks).
+    return 1 if health.down else 0
+
+
+@dataclass
+class Queue:
+    name: str
+    messages: int | None = None  # ready, not counting those a worker holds unacked
+    consumers: int | None = None  # None: the queue does not exist (yet)
+
+
+@dataclass
+class Health:
+    broker: str | None = None  # None when fine, else what is wrong
+    router: str | None = None
+    session: str | None = None
+    queues: list[Queue] = field(default_factory=list)
+    browsers: int | None = None
+    backends: int | None = None  # backend sessions other than this check's own
+
+    @property
+    def down(self) -> list[str]:
+        """What is down, by name; empty when everything is up."""
+        problems = [
+            name
+            for name, error in (
+                ("broker", self.broker),
+                ("router", self.router),
+                ("backend session", self.session),
+            )
+            if error
+        ]
+        if self.broker is None:
+            problems += [
+                f"worker (no consumer on {q.name})"
+                for q in self.queues
+                if q.name in CONSUMED_QUEUES and not q.consumers
+            ]
+        return problems
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": not self.down,
+            "down": self.down,
+            "broker": self.broker or "ok",
+            "router": self.router or "ok",
+            "backend_session": self.session or "ok",
+            "queues": {
+                q.name: {"messages": q.messages, "consumers": q.consumers} for q in self.queues
+            },
+            "sessions": {"browsers": self.browsers, "backend": self.backends},
+        }
+
+
+def check(config: Settings, timeout: float = 5.0) -> Health:
+    """Look at every part once; never raises for a part that is down."""
+    health = Health()
+    _check_broker(config, health, timeout)
+    _check_router(config, health, timeout)
+    return health
+
+
+def _check_broker(config: Settings, health: Health, timeout: float) -> None:
+    from kombu import Connection
+
+    try:
+        with Connection(config.broker_url, connect_timeout=timeout) as conn:
+            conn.ensure_connection(max_retries=1, timeout=timeout)
+            channel = conn.channel()
+            for name in (*CONSUMED_QUEUES, DEAD_QUEUE):
+                try:
+                    _, messages, consumers = channel.queue_declare(name, passive=True)
+                    health.queues.append(Queue(name, messages, consumers))
+                except conn.channel_errors:
+                    # Not declared yet: no worker has ever started on this broker.
+                    health.queues.append(Queue(name))
+                    channel = conn.channel()  # a failed passive declare closes the channel
+    except Exception as exc:
+        where = Connection(config.broker_url).as_uri()  # without the password
+        health.broker = f"cannot reach {where}: {exc}"
+
+
+def _check_router(config: Settings, health: Health, timeout: float) -> None:
+    parts = urlsplit(config.router_url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 8081
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        health.router = f"nothing accepts connections at {config.router_url}: {exc}"
+        health.session = "not tried: the router is unreachable"
+        return
+    try:
+        health.browsers, health.backends = _count_sessions(config, timeout)
+    except Exception as exc:
+        health.session = str(exc) or type(exc).__name__
+
+
+def _count_sessions(config: Settings, timeout: float) -> tuple[int, int]:
+    """(browser sessions, other backend sessions), from the router's meta API."""
+    from publisher.connection import WampConnection
+    from publisher.credentials import Credentials
+
+    credentials = Credentials(BACKEND_AUTHID, "wampcra", config.require_backend_secret())
+    connection = WampConnection(config.router_url, REALM, credentials, name="tidings-status")
+
+    async def count() -> tuple[int, int]:
+        session = await connection.session()
+        browsers = await session.call("wamp.session.count", [FRONTEND_ROLE])
+        backends = await session.call("wamp.session.count", [BACKEND_ROLE])
+        return int(browsers), int(backends) - 1  # not counting this check's own session
+
+    try:
+        return connection.submit(asyncio.wait_for(count(), timeout)).result(timeout + 1)
+    except TimeoutError:
+        why = connection.last_error or "no session joined"
+        raise RuntimeError(
+            f"no backend session at {config.router_url} in {timeout:.0f}s: {why}"
+        ) from None
+    finally:
+        connection.close()
+
+
+def render(health: Health) -> str:
+    """The report for people, one part a line."""
+
+    def state(error: str | None) -> str:
+        return f"DOWN  {error}" if error else "ok"
+
+    lines = [
+        f"broker           {state(health.broker)}",
+        f"router           {state(health.router)}",
+        f"backend session  {state(health.session)}",
+    ]
+    if health.browsers is not None:
+        lines.append(
+            f"sessions         {health.browsers} browser, {health.backends} backend (workers, "
+            "components)"
+        )
+    for q in health.queues:
+        if q.consumers is None:
+            lines.append(f"queue {q.name:<20} not declared yet (no worker has started)")
+        elif q.name == DEAD_QUEUE:
+            lines.append(f"queue {q.name:<20} {q.messages} dead letters")
+        else:
+            lines.append(f"queue {q.name:<20} {q.messages} waiting, {q.consumers} consumers")
+    down = health.down
+    lines.append("status           " + (f"DOWN: {', '.join(down)}" if down else "ok"))
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""What the tests and the bench share (not shipped): real processes, ports, vhosts, clients."""

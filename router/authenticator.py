@@ -1,0 +1,59 @@
+"""The router's WAMP-Ticket authenticator: a browser's JWT becomes its authid and permissions.
+
+Loaded in-process by the router as a "function" authenticator (see
+.crossbar/config.json), so there is no registration race at start-up and no
+internal procedure URI for a client to see.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+from autobahn.wamp.exception import ApplicationError
+
+from stores.jti import make_store
+from tidings import tickets
+from tidings.errors import NO_SUCH_REALM, TicketError, Unavailable
+from tidings.names import FRONTEND_ROLE, REALM
+from tidings.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Authenticate = Callable[[str, str | None, dict[str, Any]], dict[str, Any]]
+
+
+def create_authenticator(config: dict[str, Any], controller: Any = None) -> Authenticate:
+    """Called once by the router; fails the router's start when the secret is missing."""
+    settings = Settings.from_environ(os.environ)
+    secret = settings.require_secret()
+    used = make_store(settings.redis_url)
+
+    def authenticate(realm: str, authid: str | None, details: dict[str, Any]) -> dict[str, Any]:
+        if realm != REALM:
+            raise ApplicationError(NO_SUCH_REALM, f"unknown realm {realm!r}")
+        try:
+            claims = tickets.verify(details.get("ticket"), secret, used)
+        except TicketError as exc:
+            log.info("ticket refused: %s", exc)
+            raise ApplicationError(exc.uri, str(exc)) from None
+        except Exception:
+            # e.g. Redis unreachable: refuse, and say so without internals.
+            log.exception("ticket check failed")
+            raise ApplicationError(
+                Unavailable.uri, "tickets cannot be checked right now; try again"
+            ) from None
+        if authid is not None and authid != claims.user:
+            raise ApplicationError(
+                TicketError.URIS["invalid"], "the authid does not match the ticket's user"
+            )
+        return {
+            "realm": REALM,
+            "authid": claims.user,
+            "role": FRONTEND_ROLE,
+            "extra": {"perms": list(claims.perms)},
+        }
+
+    return authenticate

@@ -1,0 +1,63 @@
+"""The router's dynamic authorizer for browsers: least privilege on every topic and procedure.
+
+Registered as `tidings.authorize` by a backend component the router starts
+(.crossbar/config.json); the `frontend` role names it as its authorizer.
+Everything not allowed by `tidings.access` is denied.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from autobahn.twisted.wamp import ApplicationSession
+
+from router import dispatch_guard, uris
+from tidings import access
+from tidings.names import AUTHORIZE_PROCEDURE, FRONTEND_ROLE
+
+log = logging.getLogger(__name__)
+
+# Decisions that are the same for every browser may be cached by the router
+# (its cache key is realm, role, URI and action, not the user).
+_DENY_CACHED = {"allow": False, "disclose": False, "cache": True}
+_ALLOW_CACHED = {"allow": True, "disclose": False, "cache": True}
+_DENY = {"allow": False, "disclose": False, "cache": False}
+_ALLOW = {"allow": True, "disclose": False, "cache": False}
+# The public procedures check the caller's own permissions (history, editors),
+# so the router must tell them who calls: disclosure is decided here, by the
+# caller's authorization, not by the callee's role.
+_CALL_DISCLOSED = {"allow": True, "disclose": True, "cache": True}
+
+
+def authorize(session: dict[str, Any], uri: str, action: str, options: dict[str, Any]) -> dict:
+    """Crossbar's authorizer signature: may this browser session do `action` on `uri`?"""
+    if session.get("authrole") != FRONTEND_ROLE:
+        return _DENY
+    user = str(session.get("authid") or "")
+    extra = session.get("authextra") or {}
+    perms = extra.get("perms") or [] if isinstance(extra, dict) else []
+    if action == "subscribe":
+        match = (options or {}).get("match", "exact")
+        if match == "exact":
+            if access.open_to_everyone(uri):
+                return _ALLOW_CACHED  # the same answer for every signed-in user
+            return _ALLOW if access.may_subscribe(user, perms, uri) else _DENY
+        if match == "prefix":
+            return _ALLOW if access.may_subscribe_prefix(user, perms, uri) else _DENY
+        if match == "wildcard":
+            return _ALLOW if access.may_subscribe_wildcard(user, perms, uri) else _DENY
+        return _DENY
+    if action == "call":
+        return _CALL_DISCLOSED if access.may_call(user, perms, uri) else _DENY_CACHED
+    # Browsers never publish and never register.
+    return _DENY_CACHED
+
+
+class Authorizer(ApplicationSession):  # type: ignore[misc]
+    """Registers the authorizer procedure on the realm; started by the router."""
+
+    def onJoin(self, details: Any) -> Any:
+        uris.install()
+        dispatch_guard.install()
+        return self.register(authorize, AUTHORIZE_PROCEDURE)

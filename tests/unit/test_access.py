@@ -1,0 +1,69 @@
+"""The access rule alone (no router): the topic table of the contract, case by case."""
+
+from __future__ import annotations
+
+import pytest
+
+from tidings import access
+
+ORDER = ["entity:order:view"]
+
+SUBSCRIBE = [
+    ("tidings.maintenance", [], True),
+    ("tidings.entity.order.42", ORDER, True),
+    ("tidings.entity.order", ORDER, True),
+    ("tidings.presence.order.42", ORDER, True),
+    ("tidings.entity.order.42", [], False),
+    ("tidings.entity.invoice.42", ORDER, False),
+    ("tidings.user.7", [], True),
+    ("tidings.user.8", ORDER, False),
+    ("tidings.user.7.extra", [], False),
+    ("tidings.secret", [], False),
+    ("wamp.session.on_join", [], False),
+    ("tidings.entity.order.42.x", ORDER, False),
+]
+
+
+@pytest.mark.parametrize(("uri", "perms", "allowed"), SUBSCRIBE)
+def test_exact_subscriptions(uri, perms, allowed):
+    assert access.may_subscribe("7", perms, uri) is allowed
+
+
+@pytest.mark.parametrize(
+    ("prefix", "allowed"),
+    [
+        ("tidings.", False),
+        ("tidings.user.", False),
+        ("tidings.user.7", False),
+        ("tidings.entity.", False),
+        ("tidings.entity.order", False),
+        ("tidings.entity.order.", True),
+        ("tidings.presence.order.4", True),
+        ("tidings.entity.invoice.", False),
+        ("tidings.maintenance", False),
+    ],
+)
+def test_prefix_subscriptions(prefix, allowed):
+    assert access.may_subscribe_prefix("7", ORDER, prefix) is allowed
+
+
+@pytest.mark.parametrize(
+    ("pattern", "allowed"),
+    [
+        ("tidings.entity.order.", True),
+        ("tidings.presence.order.", True),
+        ("tidings.entity..42", False),
+        ("tidings..order.42", False),
+        ("tidings.user.", False),
+        ("tidings.entity.invoice.", False),
+        (".entity.order.42", False),
+    ],
+)
+def test_wildcard_subscriptions(pattern, allowed):
+    assert access.may_subscribe_wildcard("7", ORDER, pattern) is allowed
+
+
+def test_only_the_public_procedures_may_be_called():
+    assert access.may_call("7", [], "tidings.history.since")
+    assert not access.may_call("7", [], "tidings.authorize")
+    assert not access.may_call("7", [], "wamp.session.list")

@@ -1,0 +1,119 @@
+"""The internals of autobahn, crossbar, celery and kombu that tidings relies on, one test each.
+
+pyproject.toml bounds these packages at the minor tested; when an upgrade
+moves one of these, the test that names it fails, not production.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import inspect
+from pathlib import Path
+
+from autobahn.asyncio.rawsocket import WampRawSocketClientProtocol
+from autobahn.asyncio.wamp import ApplicationSession
+from autobahn.wamp.exception import ApplicationError
+from autobahn.wamp.types import ComponentConfig
+
+
+def _source(thing: object) -> str:
+    return inspect.getsource(thing)  # type: ignore[arg-type]
+
+
+def _module_text(name: str) -> str:
+    """A module's source, read without importing it (crossbar would select Twisted here)."""
+    top, *rest = name.split(".")
+    spec = importlib.util.find_spec(top)  # finds the package without running its __init__
+    assert spec is not None and spec.submodule_search_locations, f"{top} is not installed"
+    path = Path(spec.submodule_search_locations[0]).joinpath(*rest).with_suffix(".py")
+    assert path.is_file(), f"{name} is gone"
+    return path.read_text(encoding="utf-8")
+
+
+def test_autobahn_session_keeps_its_transport_and_request_ids_where_rawsocket_looks():
+    # publisher.rawsocket.publish_quick: session._transport, session._request_id_gen.next()
+    session = ApplicationSession(ComponentConfig(realm="tidings"))
+    assert hasattr(session, "_transport")
+    first, second = session._request_id_gen.next(), session._request_id_gen.next()
+    assert isinstance(first, int) and second == first + 1
+    assert "self._transport = transport" in _source(type(session).onOpen)
+
+
+def test_autobahn_rawsocket_protocol_has_the_hooks_rawsocket_overrides():
+    # publisher.rawsocket.RawSocket: sendString, stringReceived, send, the length prefix.
+    for name in ("sendString", "stringReceived", "send", "isOpen"):
+        assert callable(getattr(WampRawSocketClientProtocol, name)), name
+    assert WampRawSocketClientProtocol.prefix_format == "!L"
+    assert isinstance(WampRawSocketClientProtocol.max_length_send, int)
+    serializer_id = WampRawSocketClientProtocol.serializer_id
+    assert "self._serializer" in _source(serializer_id.fget)
+    assert "self._session.onMessage(msg)" in _source(WampRawSocketClientProtocol.stringReceived)
+
+
+def test_crossbar_reads_the_denial_uris_at_call_time():
+    # router.uris.install() replaces these class attributes; crossbar must read them late.
+    assert isinstance(ApplicationError.NOT_AUTHORIZED, str)
+    assert isinstance(ApplicationError.AUTHORIZATION_FAILED, str)
+    for module in ("crossbar.router.broker", "crossbar.router.dealer"):
+        text = _module_text(module)
+        assert "ApplicationError.NOT_AUTHORIZED" in text
+        assert "ApplicationError.AUTHORIZATION_FAILED" in text
+
+
+def test_crossbar_router_sends_each_message_through_router_send():
+    # router.dispatch_guard wraps Router.send(self, session, msg).
+    tree = ast.parse(_module_text("crossbar.router.router"))
+    (router,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Router"]
+    (send,) = [n for n in router.body if isinstance(n, ast.FunctionDef) and n.name == "send"]
+    assert [a.arg for a in send.args.args] == ["self", "session", "msg"]
+    assert "self._router.send(session, " in _module_text("crossbar.router.broker")
+
+
+def test_celery_strategy_hook_and_handler_signature():
+    # workers.inline.strategy stands in for celery.worker.strategy.default.
+    from celery.worker import strategy
+    from celery.worker.consumer.consumer import Consumer
+
+    params = list(inspect.signature(strategy.default).parameters)
+    assert params[:3] == ["task", "app", "consumer"]
+    assert "def task_message_handler(message, body, ack, reject, callbacks," in (
+        " ".join(_source(strategy.default).split())
+    )
+    handler = " ".join(_source(Consumer.create_task_handler).split())
+    assert "strategy( message, payload, ack_log_error_promise, reject_log_error_promise," in handler
+    for name in ("call_soon", "call_soon_ack", "apply_eta_task"):
+        assert callable(getattr(Consumer, name)), name
+
+
+def test_celery_consumer_state_the_gate_reads():
+    # workers.inline.Gate: event_dispatcher, controller.state.revoked, task_buckets,
+    # disable_rate_limits; set up by Consumer.__init__.
+    from celery.worker import state
+    from celery.worker.consumer import events
+    from celery.worker.consumer.consumer import Consumer
+
+    init = _source(Consumer.__init__)
+    for name in ("self.task_buckets", "self.disable_rate_limits", "self.hub"):
+        assert name in init, name
+    assert "c.event_dispatcher = " in _source(events)
+    assert hasattr(state, "revoked")
+
+
+def test_celery_request_acks_through_on_ack_and_a_flag():
+    # workers.tasks.AckAfterPublish overrides acknowledge() and sets `acknowledged`.
+    from celery.worker.request import Request
+
+    text = _source(Request.acknowledge)
+    assert "self._on_ack(" in text and "self.acknowledged = True" in text
+    assert "self._on_reject(" in _source(Request.reject)
+
+
+def test_kombu_hub_calls_soon_from_any_thread_and_repeats():
+    # workers.ledger: acks are scheduled on the consumer's hub from the publisher's thread.
+    from kombu.asynchronous.hub import Hub
+    from kombu.message import Message
+
+    assert "_ready_lock" in _source(Hub.call_soon)
+    assert callable(Hub.call_repeatedly)
+    assert "multiple" in inspect.signature(Message.ack).parameters
