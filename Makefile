@@ -2,13 +2,12 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# Running from a checkout is development: built-in secrets and the demo ticket
-# endpoint. Set TIDINGS_DEV=0 and the secrets for anything else.
-export TIDINGS_DEV ?= 1
 
 .PHONY: install run run-router run-worker test lint bench soak clean
 
-install: $(BIN)/tidings web/node_modules
+NODE_EXAMPLES := docs/examples/node
+
+install: $(BIN)/tidings web/node_modules $(NODE_EXAMPLES)/node_modules
 
 $(BIN)/tidings: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +20,17 @@ web/node_modules: web/package.json
 	cd web && npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
+# autobahn-js for Node: the docs' Node examples, run by the tests.
+$(NODE_EXAMPLES)/node_modules: $(NODE_EXAMPLES)/package.json
+	cd $(NODE_EXAMPLES) && npm install --no-audit --no-fund --loglevel=error
+	touch $@
+
+# `make run` is development: built-in secrets and the demo ticket endpoint
+# (TIDINGS_DEV=1 unless set). Everything else runs as in production and
+# needs TIDINGS_SECRET and TIDINGS_BACKEND_SECRET.
+run: export TIDINGS_DEV ?= 1
 run: install
-	$(BIN)/tidings run
+	@$(BIN)/tidings run
 
 run-router: install
 	$(BIN)/tidings router
@@ -46,4 +54,5 @@ soak: install
 	$(BIN)/pytest -m soak $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) web/node_modules .pytest_cache bench/results.json bench/results.png
+	rm -rf $(VENV) web/node_modules $(NODE_EXAMPLES)/node_modules .pytest_cache
+	rm -f bench/results.json bench/results.png

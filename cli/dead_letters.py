@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from typing import TYPE_CHECKING
 
 from cli.common import CliError, broker_where
 from tidings.names import DEAD_QUEUE
 from tidings.settings import Settings
+
+if TYPE_CHECKING:
+    from workers.dead_letters import DeadLetter
 
 HELP = "list or replay the dead-letter queue"
 
@@ -38,10 +43,16 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     print(
         f"replayed {done.events} events and {done.tasks} tasks; {done.skipped} left in {DEAD_QUEUE}"
     )
+    if args.match and not done.events + done.tasks and done.skipped:
+        print(
+            f"tidings dead-letters: no reason contains {args.match!r}; --match looks at the "
+            "reasons only (`tidings dead-letters list` shows them)",
+            file=sys.stderr,
+        )
     return 0
 
 
-def render(count: int, letters: list) -> str:  # type: ignore[type-arg]
+def render(count: int, letters: list[DeadLetter]) -> str:
     """The listing for people."""
     if not count:
         return f"{DEAD_QUEUE} is empty"

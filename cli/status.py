@@ -47,6 +47,8 @@ class Health:
     broker: str | None = None  # None when fine, else what is wrong
     router: str | None = None
     session: str | None = None
+    # Why the backend session was not tried (no secret to try it with): not "down".
+    unchecked: str | None = None
     queues: list[Queue] = field(default_factory=list)
     browsers: int | None = None
     backends: int | None = None  # backend sessions other than this check's own
@@ -77,7 +79,8 @@ class Health:
             "down": self.down,
             "broker": self.broker or "ok",
             "router": self.router or "ok",
-            "backend_session": self.session or "ok",
+            "backend_session": self.session
+            or (f"not checked: {self.unchecked}" if self.unchecked else "ok"),
             "queues": {
                 q.name: {"messages": q.messages, "consumers": q.consumers} for q in self.queues
             },
@@ -123,6 +126,12 @@ def _check_router(config: Settings, health: Health, timeout: float) -> None:
         health.router = f"nothing accepts connections at {config.router_url}: {exc}"
         health.session = "not tried: the router is unreachable"
         return
+    if not config.backend_secret:
+        health.unchecked = (
+            "no secret to sign in with (set TIDINGS_BACKEND_SECRET, "
+            "or TIDINGS_DEV=1 for the development stack of `make run`)"
+        )
+        return
     try:
         health.browsers, health.backends = _count_sessions(config, timeout)
     except Exception as exc:
@@ -160,10 +169,11 @@ def render(health: Health) -> str:
     def state(error: str | None) -> str:
         return f"DOWN  {error}" if error else "ok"
 
+    session = f"not checked: {health.unchecked}" if health.unchecked else state(health.session)
     lines = [
         f"broker           {state(health.broker)}",
         f"router           {state(health.router)}",
-        f"backend session  {state(health.session)}",
+        f"backend session  {session}",
     ]
     if health.browsers is not None:
         lines.append(

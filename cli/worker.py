@@ -17,13 +17,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pool", default="threads", help="Celery pool: threads, prefork or solo")
     # INFO logs two lines per task, a third of a busy worker's CPU (make bench).
     p.add_argument("--loglevel", default="WARNING", help="INFO also logs every task")
+    p.add_argument("--quiet", action="store_true", help="no start-up banner")
 
 
-def worker_argv(concurrency: int, pool: str, loglevel: str) -> list[str]:
+def worker_argv(concurrency: int, pool: str, loglevel: str, quiet: bool = False) -> list[str]:
     return [
         venv_bin("celery"),
         "-A",
         "workers.celery_app",
+        *(["--quiet"] if quiet else []),
         "worker",
         "-Q",
         TASK_QUEUE,
@@ -43,6 +45,6 @@ def worker_argv(concurrency: int, pool: str, loglevel: str) -> list[str]:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     env = dict(os.environ)
     env["TIDINGS_BACKEND_SECRET"] = settings.require_backend_secret()
-    argv = worker_argv(args.concurrency, args.pool, args.loglevel)
+    argv = worker_argv(args.concurrency, args.pool, args.loglevel, args.quiet)
     os.execve(argv[0], argv, env)
     return 0  # not reached

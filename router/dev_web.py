@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 StartResponse = Callable[..., Any]
 Handler = Callable[[dict[str, Any], "re.Match[str]"], tuple[int, dict[str, Any]]]
 
-DEV_TICKET_TTL = 60
 MAX_BODY_BYTES = 16384
 MAX_FEED_COUNT = 600
 MIN_FEED_INTERVAL = 0.1
@@ -131,7 +130,7 @@ def users(body: dict[str, Any], match: re.Match[str]) -> tuple[int, dict[str, An
 
 def ticket(body: dict[str, Any], match: re.Match[str]) -> tuple[int, dict[str, Any]]:
     user = _user(body.get("user"))
-    token = tickets.issue(settings().require_secret(), user, list(demo.PERMS), DEV_TICKET_TTL)
+    token = tickets.issue(settings().require_secret(), user, list(demo.PERMS))
     return 200, {"ticket": token, "user": user, "name": demo.USERS.get(user, f"User {user}")}
 
 

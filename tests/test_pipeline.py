@@ -72,7 +72,7 @@ def test_raw_event_reaches_subscriber(router, worker, broker_url):
             "id": 42,
             "changed_by": 7,
             "fields": ["status"],
-            "at": "2026-11-28T10:00:00Z",
+            "at": "2026-11-28T10:00:00.000Z",  # in UTC, to the millisecond
         }
     finally:
         sub.close()

@@ -34,7 +34,11 @@ class Outgoing:
 
 
 def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return _iso(datetime.now(UTC))
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def new_event_id() -> str:
@@ -83,12 +87,15 @@ def plan(event: dict[str, Any]) -> list[Outgoing]:
             )
         ]
     if kind == "publish":
-        return [publish(event.get("topic"), event.get("payload"), event_id=event_id)]
+        payload = event.get("payload")
+        return [publish(event.get("topic"), payload, event_id=event_id, at=event.get("at"))]
     raise InvalidEvent(f"unknown event type {kind!r}")
 
 
-def publish(topic: Any, payload: Any, *, event_id: str | None = None, **options: Any) -> Outgoing:
-    """A publish to a catalogue topic; the payload gets an `event_id` if it has none."""
+def publish(
+    topic: Any, payload: Any, *, event_id: str | None = None, at: Any = None, **options: Any
+) -> Outgoing:
+    """A publish to a catalogue topic; the payload gets `event_id` and `at` if it has none."""
     try:
         catalogue.require(topic)
     except UnknownTopic as exc:
@@ -97,7 +104,11 @@ def publish(topic: Any, payload: Any, *, event_id: str | None = None, **options:
         raise InvalidEvent(f"payload must be a JSON object, not {type(payload).__name__}")
     for name in ("exclude_authids", "eligible_authids"):
         _check_user_ids(name, options.get(name))
-    stamped = {**payload, "event_id": _event_id(payload.get("event_id") or event_id)}
+    stamped = {
+        **payload,
+        "event_id": _event_id(payload.get("event_id") or event_id),
+        "at": _timestamp(payload.get("at") or at),
+    }
     _check_size(stamped)
     return Outgoing(topic, stamped, {k: v for k, v in options.items() if v})
 
@@ -201,15 +212,21 @@ def _event_id(value: Any) -> str:
 
 
 def _timestamp(value: Any) -> str:
-    if value is None:
+    """`at` in UTC, so that timestamps compare as text too; now if none was given.
+
+    A timestamp without an offset is taken to be UTC already.
+    """
+    if value is None or value == "":
         return now_iso()
-    if not isinstance(value, str):
+    if not isinstance(value, str) or len(value) > 64:
         raise InvalidEvent("at must be an ISO-8601 timestamp string")
     try:
-        datetime.fromisoformat(value.replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
         raise InvalidEvent(f"at is not an ISO-8601 timestamp: {value!r}") from None
-    return value
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return _iso(moment.astimezone(UTC))
 
 
 # In the encoded payload: a run of digits that might be an integer beyond 64 bits.
