@@ -17,23 +17,6 @@ INTERVAL = 0.5
 REFRESH = 2.0
 
 
-def tree(pid: int) -> list[psutil.Process]:
-    """A process and all its descendants that are still there."""
-    try:
-        root = psutil.Process(pid)
-        return [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
-
-
-def tree_rss(pid: int) -> int:
-    total = 0
-    for proc in tree(pid):
-        try:
-            total += proc.memory_info().rss
-        except psutil.NoSuchProcess:
-            continue
-    return total
 
 
 @dataclass

@@ -10,8 +10,9 @@ from typing import Any
 
 from bench import counter, stats
 from bench.load import DirectSender, RawSender, Sender, TaskSender, drain, drive
-from bench.monitor import Monitor, tree_rss
+from bench.monitor import Monitor
 from bench.stack import Stack
+from harness.memory import tree_rss
 from harness.progress import Progress
 from harness.swarm import Swarm, merge
 

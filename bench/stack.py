@@ -102,9 +102,9 @@ class Stack:
         # At info level the router logs three lines per connection, a quarter of
         # its CPU while thousands connect; under load it runs at warning level.
         self.router = Router(
-            self.router_env(),
             self.dir / "router",
-            bench_router_config(self.bridge_secret),
+            env=self.router_env(),
+            config=bench_router_config(self.bridge_secret),
             loglevel="warn",
         )
         self._exit.callback(self.router.stop)

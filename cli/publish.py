@@ -6,8 +6,8 @@ import argparse
 from typing import Any
 
 from cli.common import CliError, parse_json, send_task
-from tidings import catalogue
-from tidings.errors import UnknownTopic
+from tidings import events
+from tidings.errors import InvalidEvent
 from tidings.names import PUBLISH_TASK
 from tidings.settings import Settings
 
@@ -26,15 +26,16 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     payload = parse_json(args.payload, "the payload")
     if not isinstance(payload, dict):
         raise CliError('the payload must be a JSON object, e.g. \'{"text": "hello"}\'')
-    try:
-        catalogue.require(args.topic)
-    except UnknownTopic as exc:
-        raise CliError(str(exc)) from None
     kwargs: dict[str, Any] = {"retain": args.retain}
     if args.exclude:
         kwargs["exclude_authids"] = args.exclude
     if args.only:
         kwargs["eligible_authids"] = args.only
+    try:
+        # What the worker would refuse, refused here, with the same reason.
+        events.publish(args.topic, payload, **kwargs)
+    except InvalidEvent as exc:
+        raise CliError(str(exc)) from None
     task_id = send_task(settings, PUBLISH_TASK, [args.topic, payload], kwargs)
     print(f"queued {PUBLISH_TASK} {task_id}")
     return 0

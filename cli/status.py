@@ -11,16 +11,20 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tidings.names import (
+    AUTHORIZE_PROCEDURE,
     BACKEND_AUTHID,
     BACKEND_ROLE,
     CONSUMED_QUEUES,
     DEAD_QUEUE,
     FRONTEND_ROLE,
+    PUBLIC_PROCEDURES,
     REALM,
 )
 from tidings.settings import Settings
 
 HELP = "broker, router, backend session, queues; exit status 1 if one is down"
+# What the router-side components register: one missing means a component is down.
+COMPONENT_PROCEDURES = (AUTHORIZE_PROCEDURE, *sorted(PUBLIC_PROCEDURES))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -52,6 +56,8 @@ class Health:
     queues: list[Queue] = field(default_factory=list)
     browsers: int | None = None
     backends: int | None = None  # backend sessions other than this check's own
+    # Procedures of the router-side components that are not registered.
+    missing: list[str] = field(default_factory=list)
 
     @property
     def down(self) -> list[str]:
@@ -65,6 +71,7 @@ class Health:
             )
             if error
         ]
+        problems += [f"router component ({uri} not registered)" for uri in self.missing]
         if self.broker is None:
             problems += [
                 f"worker (no consumer on {q.name})"
@@ -85,6 +92,7 @@ class Health:
                 q.name: {"messages": q.messages, "consumers": q.consumers} for q in self.queues
             },
             "sessions": {"browsers": self.browsers, "backend": self.backends},
+            "missing_procedures": self.missing,
         }
 
 
@@ -133,24 +141,31 @@ def _check_router(config: Settings, health: Health, timeout: float) -> None:
         )
         return
     try:
-        health.browsers, health.backends = _count_sessions(config, timeout)
+        health.browsers, health.backends, health.missing = _ask_router(config, timeout)
     except Exception as exc:
         health.session = str(exc) or type(exc).__name__
 
 
-def _count_sessions(config: Settings, timeout: float) -> tuple[int, int]:
-    """(browser sessions, other backend sessions), from the router's meta API."""
+def _ask_router(config: Settings, timeout: float) -> tuple[int, int, list[str]]:
+    """(browser sessions, other backend sessions, the components' procedures that are
+    not registered), from the router's meta API."""
     from publisher.connection import WampConnection
     from publisher.credentials import Credentials
 
     credentials = Credentials(BACKEND_AUTHID, "wampcra", config.require_backend_secret())
     connection = WampConnection(config.router_url, REALM, credentials, name="tidings-status")
 
-    async def count() -> tuple[int, int]:
+    async def count() -> tuple[int, int, list[str]]:
         session = await connection.session()
         browsers = await session.call("wamp.session.count", [FRONTEND_ROLE])
         backends = await session.call("wamp.session.count", [BACKEND_ROLE])
-        return int(browsers), int(backends) - 1  # not counting this check's own session
+        missing = [
+            uri
+            for uri in COMPONENT_PROCEDURES
+            if await session.call("wamp.registration.lookup", uri) is None
+        ]
+        # Not counting this check's own session.
+        return int(browsers), int(backends) - 1, missing
 
     try:
         return connection.submit(asyncio.wait_for(count(), timeout)).result(timeout + 1)
@@ -175,6 +190,8 @@ def render(health: Health) -> str:
         f"router           {state(health.router)}",
         f"backend session  {session}",
     ]
+    if health.missing:
+        lines.append(f"components       DOWN  not registered: {', '.join(health.missing)}")
     if health.browsers is not None:
         lines.append(
             f"sessions         {health.browsers} browser, {health.backends} backend (workers, "

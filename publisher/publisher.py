@@ -171,6 +171,8 @@ class Publisher:
                 await asyncio.sleep(0)
             except ApplicationError as exc:
                 raise _refused(topic, exc) from exc
+            except SerializationError as exc:
+                raise PublishRefused(f"cannot encode {topic!r}: {exc}") from exc
 
 
 def _complete(future: Acked, error: BaseException | None) -> None:

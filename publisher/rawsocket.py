@@ -102,7 +102,11 @@ class RawSocket(WampRawSocketClientProtocol):  # type: ignore[misc]
 
     def sendString(self, data: bytes) -> None:
         if len(data) > self.max_length_send:
-            raise ValueError("Data too big")
+            # A refusal of this message, not a fault of the link: never retried.
+            raise SerializationError(
+                f"the message is {len(data)} bytes encoded; the router takes at most "
+                f"{self.max_length_send}"
+            )
         frame = struct.pack(self.prefix_format, len(data)) + data
         if self._corked is not None:
             self._corked.append(frame)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from autobahn.wamp.exception import ApplicationError
+from twisted.internet.threads import deferToThread
 
 from stores.jti import make_store
 from tidings import tickets
@@ -22,7 +23,7 @@ from tidings.settings import Settings
 
 log = logging.getLogger(__name__)
 
-Authenticate = Callable[[str, str | None, dict[str, Any]], dict[str, Any]]
+Authenticate = Callable[[str, str | None, dict[str, Any]], Any]
 
 
 def create_authenticator(config: dict[str, Any], controller: Any = None) -> Authenticate:
@@ -30,8 +31,13 @@ def create_authenticator(config: dict[str, Any], controller: Any = None) -> Auth
     settings = Settings.from_environ(os.environ)
     secret = settings.require_secret()
     used = make_store(settings.redis_url)
+    if settings.dev:
+        log.warning(
+            "TIDINGS_DEV=1: development mode, with built-in secrets where none are set and "
+            "demo tickets at /dev; never let browsers of the world reach this router"
+        )
 
-    def authenticate(realm: str, authid: str | None, details: dict[str, Any]) -> dict[str, Any]:
+    def check(realm: str, authid: str | None, details: dict[str, Any]) -> dict[str, Any]:
         if realm != REALM:
             raise ApplicationError(NO_SUCH_REALM, f"unknown realm {realm!r}")
         try:
@@ -55,5 +61,13 @@ def create_authenticator(config: dict[str, Any], controller: Any = None) -> Auth
             "role": FRONTEND_ROLE,
             "extra": {"perms": list(claims.perms)},
         }
+
+    if not used.blocking:
+        return check
+
+    def authenticate(realm: str, authid: str | None, details: dict[str, Any]) -> Any:
+        # A store over the network (Redis) answers in a thread: the router's
+        # event loop serves every other session meanwhile.
+        return deferToThread(check, realm, authid, details)
 
     return authenticate

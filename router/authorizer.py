@@ -8,20 +8,23 @@ Everything not allowed by `tidings.access` is denied.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from autobahn.twisted.wamp import ApplicationSession
 
-from router import dispatch_guard, uris
+from router import guards, uris
 from tidings import access
 from tidings.names import AUTHORIZE_PROCEDURE, FRONTEND_ROLE
+from tidings.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# Decisions that are the same for every browser may be cached by the router
-# (its cache key is realm, role, URI and action, not the user).
-_DENY_CACHED = {"allow": False, "disclose": False, "cache": True}
-_ALLOW_CACHED = {"allow": True, "disclose": False, "cache": True}
+# The router caches a decision by realm, role, URI and action: not by user,
+# and not by match policy, so a cached "allow" of an exact subscription would
+# also allow a prefix one of the same string. Only the answer for the public
+# procedures is cached: a small, fixed set of URIs, the same for everyone.
+# Nothing decided for an arbitrary URI is kept.
 _DENY = {"allow": False, "disclose": False, "cache": False}
 _ALLOW = {"allow": True, "disclose": False, "cache": False}
 # The public procedures check the caller's own permissions (history, editors),
@@ -40,8 +43,6 @@ def authorize(session: dict[str, Any], uri: str, action: str, options: dict[str,
     if action == "subscribe":
         match = (options or {}).get("match", "exact")
         if match == "exact":
-            if access.open_to_everyone(uri):
-                return _ALLOW_CACHED  # the same answer for every signed-in user
             return _ALLOW if access.may_subscribe(user, perms, uri) else _DENY
         if match == "prefix":
             return _ALLOW if access.may_subscribe_prefix(user, perms, uri) else _DENY
@@ -49,15 +50,16 @@ def authorize(session: dict[str, Any], uri: str, action: str, options: dict[str,
             return _ALLOW if access.may_subscribe_wildcard(user, perms, uri) else _DENY
         return _DENY
     if action == "call":
-        return _CALL_DISCLOSED if access.may_call(user, perms, uri) else _DENY_CACHED
-    # Browsers never publish and never register.
-    return _DENY_CACHED
+        return _CALL_DISCLOSED if access.may_call(user, perms, uri) else _DENY
+    # Browsers never publish and never register (router.guards refuses both earlier).
+    return _DENY
 
 
 class Authorizer(ApplicationSession):  # type: ignore[misc]
-    """Registers the authorizer procedure on the realm; started by the router."""
+    """Registers the authorizer procedure on the realm and puts the router's limits in place;
+    started by the router before any transport opens."""
 
     def onJoin(self, details: Any) -> Any:
         uris.install()
-        dispatch_guard.install()
+        guards.install(Settings.from_environ(os.environ).limits)
         return self.register(authorize, AUTHORIZE_PROCEDURE)

@@ -36,8 +36,10 @@ _ID = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 _STATUS = {
     200: "200 OK",
     400: "400 Bad Request",
+    403: "403 Forbidden",
     404: "404 Not Found",
     405: "405 Method Not Allowed",
+    415: "415 Unsupported Media Type",
     503: "503 Service Unavailable",
 }
 
@@ -128,8 +130,15 @@ def users(body: dict[str, Any], match: re.Match[str]) -> tuple[int, dict[str, An
     return 200, {"users": listed, "perms": list(demo.PERMS)}
 
 
+def _demo_user(value: Any) -> str:
+    user = _user(value)
+    if user not in demo.USERS:
+        raise HttpError(403, f"tickets only for the demo users {', '.join(demo.USERS)}")
+    return user
+
+
 def ticket(body: dict[str, Any], match: re.Match[str]) -> tuple[int, dict[str, Any]]:
-    user = _user(body.get("user"))
+    user = _demo_user(body.get("user"))
     token = tickets.issue(settings().require_secret(), user, list(demo.PERMS))
     return 200, {"ticket": token, "user": user, "name": demo.USERS.get(user, f"User {user}")}
 
@@ -164,6 +173,7 @@ def notify(body: dict[str, Any], match: re.Match[str]) -> tuple[int, dict[str, A
     text = body.get("text")
     if not isinstance(text, str) or not 0 < len(text) <= 200:
         raise HttpError(400, "text must be a string of 1 to 200 characters")
+    user = _demo_user(user)
     enqueue(PUBLISH_TASK, [catalogue.user_topic(user), {"title": "Demo", "text": text}])
     return 200, {"queued": True}
 
@@ -191,7 +201,11 @@ ROUTES: list[tuple[str, re.Pattern[str], Handler]] = [
 def _dispatch(environ: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     if not settings().dev:
         raise HttpError(404, "not found")
+    _refuse_cross_origin(environ)
     path, method = environ.get("PATH_INFO") or "/", environ.get("REQUEST_METHOD", "GET")
+    if method == "POST" and not environ.get("CONTENT_TYPE", "").startswith("application/json"):
+        # A form or text/plain POST is what another site can send without asking.
+        raise HttpError(415, "send JSON: Content-Type application/json")
     allowed = False
     for route_method, pattern, handler in ROUTES:
         match = pattern.match(path)
@@ -201,6 +215,15 @@ def _dispatch(environ: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         if route_method == method:
             return handler(_body(environ) if method == "POST" else {}, match)
     raise HttpError(405 if allowed else 404, "method not allowed" if allowed else "not found")
+
+
+def _refuse_cross_origin(environ: dict[str, Any]) -> None:
+    """Only the page's own origin (or a tool that names none) may use the endpoint."""
+    origin = environ.get("HTTP_ORIGIN")
+    own = f"{environ.get('wsgi.url_scheme', 'http')}://{environ.get('HTTP_HOST', '')}"
+    site = environ.get("HTTP_SEC_FETCH_SITE", "same-origin")
+    if (origin is not None and origin != own) or site not in ("same-origin", "none"):
+        raise HttpError(403, "requests from other sites are refused")
 
 
 def _body(environ: dict[str, Any]) -> dict[str, Any]:

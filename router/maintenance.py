@@ -13,35 +13,68 @@ import os
 from typing import Any
 
 from autobahn.twisted.wamp import ApplicationSession
+from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import PublishOptions
-from twisted.internet.defer import DeferredLock
+from twisted.internet.defer import DeferredLock, ensureDeferred
+from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
 from stores.maintenance import make_store
 from tidings import catalogue
+from tidings.errors import UNAVAILABLE
 from tidings.maintenance_state import OFF, valid
 from tidings.names import MAINTENANCE_STATUS_PROCEDURE
 from tidings.settings import Settings
 
+# Seconds between attempts to load the saved state while its store is unreachable.
+RETRY_FIRST, RETRY_MAX = 0.5, 10.0
+
 
 class Maintenance(ApplicationSession):  # type: ignore[misc]
-    """The router-side maintenance component; registers `tidings.maintenance.status`."""
+    """The router-side maintenance component; registers `tidings.maintenance.status`.
+
+    It registers and subscribes first and loads the saved state after, retrying
+    while its store (Redis) is unreachable: until then `status` answers
+    `tidings.error.unavailable`, never a missing procedure.
+    """
 
     async def onJoin(self, details: Any) -> None:
         settings = Settings.from_environ(os.environ)
         cbdir = (self.config.extra or {}).get("cbdir") or settings.cbdir
         self.store = make_store(cbdir, settings.redis_url)
-        # Blocking I/O (disk, Redis) runs in a thread: the reactor serves every session.
-        self.state: dict[str, Any] | None = await deferToThread(self.store.load)
+        self.state: dict[str, Any] | None = None
+        self.loaded = False
         self._saving = DeferredLock()
-        loaded = self.state
         await self.subscribe(self._on_event, catalogue.MAINTENANCE_TOPIC)
         await self.register(self.status, MAINTENANCE_STATUS_PROCEDURE)
-        # Only if no newer event came while subscribing: never overwrite it.
-        if loaded is not None and self.state is loaded:
+        ensureDeferred(self._load())
+
+    async def _load(self) -> None:
+        delay = RETRY_FIRST
+        while self.is_attached():
+            try:
+                # Blocking I/O (disk, Redis) runs in a thread: the reactor serves everyone.
+                saved = await deferToThread(self.store.load)
+                break
+            except Exception as exc:
+                self.log.warn(
+                    "cannot load the maintenance state from {store} ({why}); trying again in "
+                    "{delay:.1f} s",
+                    store=self.store,
+                    why=exc,
+                    delay=delay,
+                )
+                await sleep(delay)
+                delay = min(delay * 2, RETRY_MAX)
+        else:
+            return
+        self.loaded = True
+        # A newer event heard meanwhile wins over the saved one.
+        if saved is not None and self.state is None:
+            self.state = saved
             await self.publish(
                 catalogue.MAINTENANCE_TOPIC,
-                loaded,
+                saved,
                 options=PublishOptions(retain=True, acknowledge=True),
             )
         state = "on" if self.current()["enabled"] else "off"
@@ -52,6 +85,10 @@ class Maintenance(ApplicationSession):  # type: ignore[misc]
 
     def status(self) -> dict[str, Any]:
         """`tidings.maintenance.status()`: the last maintenance event, or "off"."""
+        if not self.loaded and self.state is None:
+            raise ApplicationError(
+                UNAVAILABLE, "the maintenance state is not loaded yet; try again"
+            )
         return self.current()
 
     def _on_event(self, payload: Any = None, *args: Any, **kwargs: Any) -> Any:
@@ -63,3 +100,9 @@ class Maintenance(ApplicationSession):  # type: ignore[misc]
         done = self._saving.run(deferToThread, self.store.save, payload)
         done.addErrback(lambda f: self.log.error("cannot keep maintenance state: {why}", why=f))
         return done
+
+
+def sleep(seconds: float) -> Any:
+    from twisted.internet import reactor
+
+    return deferLater(reactor, seconds, lambda: None)

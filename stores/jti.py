@@ -11,6 +11,8 @@ from tidings.tickets import JtiStore
 class MemoryJtiStore:
     """Process-local store; forgets on restart. Bounded by expiry sweeps."""
 
+    blocking = False
+
     def __init__(self) -> None:
         self._expiry: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -31,6 +33,8 @@ class MemoryJtiStore:
 
 class RedisJtiStore:
     """Shared store: `SET NX EX` makes the first use win across routers."""
+
+    blocking = True  # a network round trip: not on an event loop
 
     def __init__(self, url: str) -> None:
         import redis

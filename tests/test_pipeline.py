@@ -89,6 +89,14 @@ def test_raw_event_without_id_gets_one(router, worker, broker_url):
         (event,) = sub.wait_count(1)
         assert event["n"] == 1
         uuid.UUID(event["event_id"])
+        # Sent again (a producer's resend, a redelivery): the same id, so browsers drop it.
+        post_raw(
+            broker_url,
+            {"type": "publish", "topic": "tidings.user.9", "payload": {"n": 1}},
+            routing_key="publish",
+        )
+        first, again = sub.wait_count(2)
+        assert again["event_id"] == first["event_id"]
     finally:
         sub.close()
 

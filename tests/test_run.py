@@ -6,11 +6,14 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
+import pytest
 
 from harness.processes import BIN, ROOT, LogPump, Router, base_env
+from harness.vhost import isolated_vhost
 
 
 def wait_until(condition, timeout: float, what: str) -> None:
@@ -31,11 +34,18 @@ def children(pid: int) -> dict[str, int]:
     return found
 
 
-def test_a_killed_worker_is_restarted_and_ctrl_c_stops_everything(broker_url, tmp_path: Path):
+@pytest.fixture
+def own_vhost(broker_url: str) -> Iterator[str]:
+    """A vhost no other worker consumes: `tidings run` is ready only when its own worker is."""
+    with isolated_vhost(broker_url, prefix="tidings-run") as url:
+        yield url
+
+
+def test_a_killed_worker_is_restarted_and_ctrl_c_stops_everything(own_vhost, tmp_path: Path):
     # The router's configuration on free ports, started by `tidings run` itself.
     router = Router(tmp_path)
     env = base_env(
-        TIDINGS_BROKER_URL=broker_url,
+        TIDINGS_BROKER_URL=own_vhost,
         TIDINGS_ROUTER_URL=router.rs_url,
         TIDINGS_CBDIR=str(router.cbdir),
     )

@@ -6,25 +6,21 @@ import time
 import uuid
 
 import pytest
-import redis
 
 from harness.clients import refusal, ticket
 from harness.processes import Router
+from harness.redis_server import redis_server
 from publisher.connection import WampConnection
 from publisher.credentials import Credentials
 from stores.jti import MemoryJtiStore, RedisJtiStore
 from tidings.names import REALM
 
-REDIS_URL = "redis://127.0.0.1:6379/15"
-
 
 @pytest.fixture
 def redis_url():
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
-    except redis.RedisError as exc:
-        pytest.fail(f"Redis at {REDIS_URL} is needed for this test: {exc}")
-    return REDIS_URL
+    """A Redis of this test's own, on a free port, never the machine's."""
+    with redis_server() as server:
+        yield server.url
 
 
 def test_memory_store_refuses_a_second_claim_until_expiry():

@@ -23,12 +23,6 @@ def may_subscribe(user: str, perms: Iterable[str], uri: str) -> bool:
     return False
 
 
-def open_to_everyone(uri: str) -> bool:
-    """Whether every signed-in user may subscribe to the concrete topic `uri`."""
-    found = catalogue.lookup(uri)
-    return found is not None and found[0].audience == "authenticated"
-
-
 def may_subscribe_prefix(user: str, perms: Iterable[str], prefix: str) -> bool:
     """A prefix subscription is allowed only if every topic it could match is allowed.
 

@@ -37,10 +37,10 @@ class Topic:
     def __post_init__(self) -> None:
         escaped = re.escape(self.pattern).replace(r"\{", "{").replace(r"\}", "}")
         source = re.sub(r"{(\w+)}", lambda m: f"(?P<{m.group(1)}>{_SEGMENT})", escaped)
-        object.__setattr__(self, "regex", re.compile(f"^{source}$"))
+        object.__setattr__(self, "regex", re.compile(source))
 
     def match(self, uri: str) -> dict[str, str] | None:
-        found = self.regex.match(uri)
+        found = self.regex.fullmatch(uri)  # "$" would let a final newline through
         return found.groupdict() if found else None
 
 

@@ -21,6 +21,8 @@ TICKET_USED = "tidings.error.ticket_used"
 NO_SUCH_REALM = "tidings.error.no_such_realm"
 HISTORY_GAP = "tidings.error.history_gap"
 UNAVAILABLE = "tidings.error.unavailable"
+RATE_LIMITED = "tidings.error.rate_limited"
+LIMIT_EXCEEDED = "tidings.error.limit_exceeded"
 INTERNAL = "tidings.error.internal"
 
 URIS = frozenset(
@@ -34,6 +36,8 @@ URIS = frozenset(
         NO_SUCH_REALM,
         HISTORY_GAP,
         UNAVAILABLE,
+        RATE_LIMITED,
+        LIMIT_EXCEEDED,
         INTERNAL,
     }
 )

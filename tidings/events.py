@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -21,6 +22,10 @@ MAX_DEPTH = 100
 # MsgPack, the codec of the backend link, carries integers in 64 bits.
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 _NAME = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+# Users one event may name in eligible_authids or exclude_authids.
+MAX_AUTHIDS = 1000
+# Event ids derived from a message that has none: the same message, the same id.
+_DERIVED = uuid.UUID("6c1f0c8a-5d3e-4b8e-9a57-3f1f5b2a9e10")
 ENTITY_ACTIONS = ("created", "updated", "deleted")
 
 
@@ -61,10 +66,23 @@ def decode(body: bytes | str) -> dict[str, Any]:
     return event
 
 
-def plan(event: dict[str, Any]) -> list[Outgoing]:
-    """The publishes a raw domain event stands for; raises InvalidEvent."""
+def derived_event_id(body: bytes | str, message_id: Any = None) -> str:
+    """The id of an event that came without one: its AMQP message id, else one derived
+    from its content, so that a redelivered copy carries the same id (and browsers
+    drop it). Identical events sent without ids are therefore one event."""
+    if isinstance(message_id, str) and 0 < len(message_id) <= 128:
+        return message_id
+    data = body.encode() if isinstance(body, str) else body
+    return str(uuid.uuid5(_DERIVED, hashlib.sha256(data).hexdigest()))
+
+
+def plan(event: dict[str, Any], default_event_id: str | None = None) -> list[Outgoing]:
+    """The publishes a raw domain event stands for; raises InvalidEvent.
+
+    `default_event_id`: the id of an event without `event_id` (see derived_event_id).
+    """
     kind = event.get("type")
-    event_id = _event_id(event.get("event_id"))
+    event_id = _event_id(event.get("event_id") or default_event_id)
     if kind in ("entity.created", "entity.updated", "entity.deleted"):
         return entity_changed(
             event.get("entity"),
@@ -104,6 +122,11 @@ def publish(
         raise InvalidEvent(f"payload must be a JSON object, not {type(payload).__name__}")
     for name in ("exclude_authids", "eligible_authids"):
         _check_user_ids(name, options.get(name))
+    if options.get("retain") and (
+        options.get("exclude_authids") or options.get("eligible_authids")
+    ):
+        # Crossbar hands a retained event to every later subscriber, whoever it names.
+        raise InvalidEvent("retain cannot go with eligible_authids or exclude_authids")
     stamped = {
         **payload,
         "event_id": _event_id(payload.get("event_id") or event_id),
@@ -122,9 +145,12 @@ def _check_user_ids(name: str, value: Any) -> None:
     if value is None:
         return
     if not isinstance(value, list) or not all(
-        isinstance(item, str | int) and not isinstance(item, bool) for item in value
+        isinstance(item, str | int) and not isinstance(item, bool) and len(str(item)) <= 64
+        for item in value
     ):
         raise InvalidEvent(f"{name} must be a list of user ids (strings or integers)")
+    if len(value) > MAX_AUTHIDS:
+        raise InvalidEvent(f"{name} names {len(value)} users; at most {MAX_AUTHIDS}")
 
 
 def entity_changed(

@@ -24,10 +24,35 @@ DEV_BACKEND_SECRET = "tidings-dev-backend-secret-not-for-production"
 # `.crossbar/` and `web/` are found by default.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
+# Outside development, secrets shorter than this are refused: an HMAC key
+# or WAMP-CRA secret must not be guessable.
+MIN_SECRET_BYTES = 32
+
 DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672//"
 DEFAULT_ROUTER_URL = "rs://127.0.0.1:8081"
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one browser may hold or ask of the router (router/guards.py enforces them)."""
+
+    # Bytes of a topic or procedure URI.
+    uri_bytes: int = 512
+    # Subscriptions one session holds at once.
+    subscriptions: int = 1000
+    # Calls one session makes per second (twice as many in a burst), and has
+    # unanswered at once.
+    call_rate: float = 20.0
+    calls_in_flight: int = 16
+    # Bytes the router holds for one session that does not read its socket;
+    # past this the session is dropped (it recovers after reconnecting).
+    unsent_bytes: int = 4 << 20
+    # Seconds a connection may stay without a joined session.
+    hello_timeout: float = 5.0
+    # WebSocket connections from one address at once; 0: no limit.
+    connections_per_address: int = 100
 
 
 @dataclass(frozen=True)
@@ -49,6 +74,7 @@ class Settings:
     history_size: int = 100
     history_topics: int = 10_000
     history_bytes: int = 64 * 1024 * 1024
+    limits: Limits = Limits()
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Settings:
@@ -58,9 +84,8 @@ class Settings:
         return cls(
             broker_url=read.url("TIDINGS_BROKER_URL", DEFAULT_BROKER_URL, ("amqp", "amqps")),
             router_url=read.url("TIDINGS_ROUTER_URL", DEFAULT_ROUTER_URL, ("rs", "ws")),
-            secret=read.text("TIDINGS_SECRET") or (DEV_SECRET if dev else None),
-            backend_secret=read.text("TIDINGS_BACKEND_SECRET")
-            or (DEV_BACKEND_SECRET if dev else None),
+            secret=read.secret("TIDINGS_SECRET", dev, DEV_SECRET),
+            backend_secret=read.secret("TIDINGS_BACKEND_SECRET", dev, DEV_BACKEND_SECRET),
             dev=dev,
             redis_url=read.optional_url("TIDINGS_REDIS_URL", ("redis", "rediss", "unix")),
             cbdir=Path(read.text("TIDINGS_CBDIR") or PROJECT_ROOT / ".crossbar"),
@@ -69,6 +94,17 @@ class Settings:
             history_size=read.number("TIDINGS_HISTORY_SIZE", 100, int, "a whole number"),
             history_topics=read.number("TIDINGS_HISTORY_TOPICS", 10_000, int, "a whole number"),
             history_bytes=read.number("TIDINGS_HISTORY_BYTES", 64 << 20, int, "bytes"),
+            limits=Limits(
+                uri_bytes=read.number("TIDINGS_MAX_URI_BYTES", 512, int, "bytes"),
+                subscriptions=read.number("TIDINGS_MAX_SUBSCRIPTIONS", 1000, int, "a whole number"),
+                call_rate=read.number("TIDINGS_CALL_RATE", 20.0, float, "calls per second"),
+                calls_in_flight=read.number("TIDINGS_MAX_CALLS_IN_FLIGHT", 16, int, "calls"),
+                unsent_bytes=read.number("TIDINGS_MAX_UNSENT_BYTES", 4 << 20, int, "bytes"),
+                hello_timeout=read.number("TIDINGS_HELLO_TIMEOUT", 5.0, float, "seconds"),
+                connections_per_address=read.number(
+                    "TIDINGS_MAX_CONNECTIONS_PER_ADDRESS", 100, int, "connections", zero=True
+                ),
+            ),
         )
 
     def require_secret(self) -> str:
@@ -102,7 +138,9 @@ class _Reader:
             return True
         raise ConfigError(f"{name}={value!r} is not a yes/no value; use 1 or 0")
 
-    def number(self, name: str, default: T, cast: Callable[[str], T], unit: str) -> T:
+    def number(
+        self, name: str, default: T, cast: Callable[[str], T], unit: str, zero: bool = False
+    ) -> T:
         text = self.text(name)
         if not text:
             return default
@@ -110,9 +148,24 @@ class _Reader:
             value = cast(text)
         except ValueError:
             value = None
-        if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+            raise ConfigError(f"{name}={text!r} is not a positive number ({unit}); fix or unset it")
+        if value == 0 and not zero:
             raise ConfigError(f"{name}={text!r} is not a positive number ({unit}); fix or unset it")
         return value
+
+    def secret(self, name: str, dev: bool, dev_default: str) -> str | None:
+        """A secret: in development, the built-in one where none is set; elsewhere at
+        least MIN_SECRET_BYTES long."""
+        text = self.environ.get(name, "")
+        if not text:
+            return dev_default if dev else None
+        if not dev and len(text.encode()) < MIN_SECRET_BYTES:
+            raise ConfigError(
+                f"{name} is {len(text.encode())} bytes; it must be at least {MIN_SECRET_BYTES} "
+                "(make one with: python3 -c 'import secrets; print(secrets.token_urlsafe(48))')"
+            )
+        return text
 
     def url(self, name: str, default: str, schemes: tuple[str, ...]) -> str:
         return self.optional_url(name, schemes) or default

@@ -22,6 +22,8 @@ MAX_TICKET_BYTES = 8192
 class JtiStore(Protocol):
     """Where used ticket ids are remembered (stores/jti.py)."""
 
+    blocking: bool  # whether claim() waits on the network
+
     def claim(self, jti: str, ttl: float) -> bool:
         """Record `jti` as used for `ttl` seconds; False if it was already used."""
 

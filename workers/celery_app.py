@@ -12,6 +12,7 @@ from celery import Celery
 from celery.signals import worker_process_init
 
 from tidings.names import TASK_QUEUE
+from workers import amqp_tolerance
 from workers.queues import task_queue
 from workers.raw_consumer import RawEventConsumer
 from workers.runtime import settings
@@ -49,6 +50,9 @@ def celery_config() -> dict[str, Any]:
         "task_send_sent_event": False,
     }
 
+
+# A header py-amqp cannot decode costs its message, not the connection.
+amqp_tolerance.install()
 
 app = Celery("tidings", include=["workers.tasks"])
 # A promise: evaluated when Celery first reads its configuration, not now.

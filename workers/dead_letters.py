@@ -22,6 +22,7 @@ from tidings.names import (
     TASK_HEADER,
     TASK_QUEUE,
 )
+from workers import amqp_tolerance
 from workers.queues import dead_queue, events_exchange
 
 EXCERPT = 120
@@ -74,6 +75,7 @@ def browse(broker_url: str, limit: int = 50) -> tuple[int, list[DeadLetter]]:
     Messages are fetched unacked and go back, in their place, when the
     channel closes; acking or requeueing one by one would not.
     """
+    amqp_tolerance.install()  # what the worker could not decode, this must still list
     with Connection(broker_url) as conn:
         channel = conn.channel()
         queue = dead_queue(channel)
@@ -97,6 +99,7 @@ def replay(broker_url: str, limit: int | None = None, match: str | None = None) 
     """
     from workers.celery_app import app
 
+    amqp_tolerance.install()
     result = Replayed()
     with Connection(broker_url, transport_options={"confirm_publish": True}) as conn:
         channel = conn.channel()
@@ -118,6 +121,7 @@ def replay(broker_url: str, limit: int | None = None, match: str | None = None) 
                 for k, v in (message.headers or {}).items()
                 if k not in (REASON_HEADER, ROUTING_KEY_HEADER, TASK_HEADER)
             }
+            headers = amqp_tolerance.encodable(headers)
             headers[REPLAYS_HEADER] = letter.replays + 1
             if letter.routing_key is not None:
                 producer.publish(

@@ -25,6 +25,7 @@ from kombu.message import Message
 from publisher import get_publisher
 from tidings.errors import InvalidEvent, PublishRefused
 from tidings.names import TASK_QUEUE
+from workers import amqp_tolerance
 from workers.ledger import Ledger
 from workers.letterbox import TaskCall
 from workers.runtime import open_ledger
@@ -102,6 +103,10 @@ def strategy(task: Any, app: Any, consumer: Any, **kwargs: Any) -> Callable[...,
         args, task_kwargs, _ = decoded  # needs_celery() checked its shape
         call = TaskCall(task.name, task_id, args, task_kwargs)
         entry = ledger.open(message, TASK_QUEUE, call)
+        unreadable = amqp_tolerance.undecodable(headers)
+        if unreadable:
+            ledger.fail(entry, InvalidEvent(unreadable))
+            return
         try:
             futures = publish(task, call, signature)
         except (InvalidEvent, PublishRefused) as exc:

@@ -205,9 +205,9 @@ class Ledger:
     def expect(self, entry: Entry, futures: Iterable[Completes]) -> None:
         """Settle `entry` once every one of these publishes has been answered."""
         futures = list(futures)
-        with self._lock:
-            entry.foreign = False
-            entry.remaining = len(futures)
+        # Not yet seen by any other thread: its futures' callbacks come after this.
+        entry.foreign = False
+        entry.remaining = len(futures)
         if not futures:
             self._complete(entry, None)
             return
@@ -230,6 +230,8 @@ class Ledger:
                 return False
             self._adopted.add(task.id)
         entry.task = task
+        with self._lock:
+            entry.foreign = False
         self.expect(entry, futures)
         return True
 
@@ -270,25 +272,36 @@ class Ledger:
         self.flush()
 
     def _published(self, entry: Entry, future: Completes) -> None:
+        # On the Publisher's thread, once per publish: one lock, and a flush
+        # asked for only if none is due yet.
         error = _error_of(future)
         with self._lock:
             entry.remaining -= 1
             if error is not None and entry.error is None:
                 entry.error = error
-            if entry.remaining > 0:
+            if entry.remaining > 0 or not self._done(entry):
                 return
-        self._complete(entry, None)
+        self._schedule_flush()
 
     def _complete(self, entry: Entry, error: BaseException | None) -> None:
         with self._lock:
             if error is not None and entry.error is None:
                 entry.error = error
-            entry.done = True
-            if entry.held:
-                self._loose.append(entry)
-            if self._flush_due:
-                return  # the flush already scheduled will take this one too
-            self._flush_due = True
+            if not self._done(entry):
+                return
+        self._schedule_flush()
+
+    def _done(self, entry: Entry) -> bool:
+        """Under the lock: mark it done; whether a flush must be asked for."""
+        entry.done = True
+        if entry.held:
+            self._loose.append(entry)
+        if self._flush_due:
+            return False  # the flush already scheduled will take this one too
+        self._flush_due = True
+        return True
+
+    def _schedule_flush(self) -> None:
         hub = self._hub
         if hub is None:
             self.flush()  # no loop (a test, an unusual pool): settle at once

@@ -27,6 +27,7 @@ from tidings.names import (
     ROUTING_KEY_HEADER,
     TASK_HEADER,
 )
+from workers.amqp_tolerance import encodable
 from workers.queues import dead_queue
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ class LetterBox:
         self._publish(
             message.body,
             routing_key=queue,
-            headers={k: v for k, v in headers.items() if v is not None},
+            headers=encodable({k: v for k, v in headers.items() if v is not None}),
             content_type=message.content_type,
             content_encoding=message.content_encoding,
             correlation_id=properties.get("correlation_id"),

@@ -20,6 +20,7 @@ from publisher import get_publisher
 from tidings import events
 from tidings.errors import InvalidEvent, PublishRefused
 from tidings.names import EVENTS_QUEUE
+from workers import amqp_tolerance
 from workers.queues import dead_queue, events_exchange, events_queue
 from workers.runtime import ledger, open_ledger, settings
 
@@ -53,8 +54,15 @@ class RawEventConsumer(bootsteps.ConsumerStep):  # type: ignore[misc]
     def on_message(self, message: Message) -> None:
         self.consumed += 1
         entry = ledger.open(message, EVENTS_QUEUE)
+        unreadable = amqp_tolerance.undecodable(message.headers)
+        if unreadable:
+            ledger.fail(entry, InvalidEvent(unreadable))
+            return
         try:
-            outgoing = events.plan(events.decode(message.body))
+            event = events.decode(message.body)
+            given = event.get("event_id")
+            default = None if given else events.derived_event_id(message.body, _message_id(message))
+            outgoing = events.plan(event, default)
             publisher = get_publisher()
             futures = [publisher.publish_async(o.topic, o.payload, **o.options) for o in outgoing]
         except InvalidEvent as exc:
@@ -66,3 +74,7 @@ class RawEventConsumer(bootsteps.ConsumerStep):  # type: ignore[misc]
             ledger.fail(entry, PublishRefused(f"could not be published: {exc}"))
             return
         ledger.expect(entry, futures)
+
+
+def _message_id(message: Message) -> str | None:
+    return (message.properties or {}).get("message_id")

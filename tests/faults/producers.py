@@ -62,11 +62,14 @@ class EventSource:
         self.raw_sent += 1
         return event_id
 
-    def raw_body(self, body: bytes | str, routing_key: str) -> None:
+    def raw_body(
+        self, body: bytes | str, routing_key: str, headers: dict[str, Any] | None = None
+    ) -> None:
         """Any body, valid or not, on the events exchange."""
         self._producer.publish(
             body,
             routing_key=routing_key,
+            headers=headers,
             content_type="application/json",
             content_encoding="utf-8",
             serializer=None,

@@ -12,6 +12,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -100,6 +101,17 @@ TASKS: dict[str, tuple[str, Callable[[str], list[Any]], str]] = {
         "id must",
     ),
     "task-enabled-str": ("tidings.maintenance", lambda m: ["yes", m], "enabled must"),
+    # Crossbar would hand a retained event to every later subscriber, whoever it names.
+    "task-retain-only": (
+        "tidings.publish",
+        lambda m: [TOPIC, {"m": m}, None, ["1"], True],
+        "retain cannot go with",
+    ),
+    "task-too-many-users": (
+        "tidings.publish",
+        lambda m: [TOPIC, {"m": m}, None, [f"user-{i}" for i in range(1001)]],
+        "at most 1000",
+    ),
 }
 
 
@@ -197,3 +209,48 @@ def test_publisher_fails_a_payload_it_cannot_encode(router):
         publisher.publish(TOPIC, {"x": 1}, timeout=10)  # and the session is fine
     finally:
         publisher.close()
+
+
+class _YearTwentyThousand(datetime):
+    """A header value py-amqp writes as an AMQP timestamp beyond what a datetime holds."""
+
+    SECONDS = 2**39  # about the year 19400
+
+    def utctimetuple(self) -> tuple[int, ...]:  # type: ignore[override]
+        # calendar.timegm adds the seconds up without asking a date to hold them.
+        return (1970, 1, 1, 0, 0, self.SECONDS)
+
+    @classmethod
+    def seconds(cls) -> int:
+        return cls.SECONDS
+
+
+def test_a_header_no_date_can_hold_costs_its_message_not_the_connection(
+    router, vhost, start_worker, subscribe
+):
+    # Before: py-amqp raised while reading the frame, Celery took it for a lost
+    # connection and got the same message again, about five times a second, forever.
+    worker = start_worker(router, vhost)
+    counter = subscribe(router.ws_url, "fault-poison", [TOPIC])
+    source = EventSource(vhost, TOPIC)
+    try:
+        marker = f"poison-header-{uuid.uuid4()}"
+        source.raw_body(
+            _publish(marker, payload={"m": marker}),
+            "publish",
+            headers={"x-sent": _YearTwentyThousand(2000, 1, 1)},
+        )
+        good = source.raw(1)
+        counter.wait_all({good}, 30, lambda: rabbit.explain(vhost))
+        deadline = time.monotonic() + 20
+        while not (dead := [d for d in drain_dead(vhost) if marker in d[0]]):
+            assert time.monotonic() < deadline, "the message was not dead-lettered"
+            time.sleep(0.2)
+        (_, headers), *_ = dead
+        assert "beyond the year 9999" in headers[REASON_HEADER]
+        assert headers["x-sent"] == f"timestamp {_YearTwentyThousand.seconds()}"
+        assert worker.alive()
+        lost = [line for line in worker.log.lines if "Connection to broker lost" in line]
+        assert not lost, lost
+    finally:
+        source.close()

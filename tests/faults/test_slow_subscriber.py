@@ -17,9 +17,9 @@ import time
 
 import pytest
 
+from harness.memory import MemorySampler, MiB, tree_connections
 from harness.processes import ROOT
 from tests.faults import rabbit
-from tests.faults.memory import MemorySampler, MiB, tree_connections
 from tests.faults.producers import EventSource, Stream
 from tests.faults.stalled_client import StalledSubscriber
 

@@ -13,8 +13,8 @@ import time
 
 import pytest
 
+from harness.memory import MiB, tree_rss
 from tests.faults import rabbit
-from tests.faults.memory import MiB, tree_rss
 from tests.faults.producers import EventSource, Stream
 
 TOPIC = "tidings.user.fault-soak"

@@ -11,8 +11,10 @@ from harness.ports import free_port
 class Proxy:
     """Forwards 127.0.0.1:<port> to 127.0.0.1:<target>; `cut()` drops and refuses connections."""
 
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_port: int, answer_delay: float = 0.0) -> None:
+        """answer_delay: seconds each chunk of the target's answers is held back."""
         self.target_port = target_port
+        self.answer_delay = answer_delay
         self.port = free_port()
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.base_events.Server | None = None
@@ -24,11 +26,15 @@ class Proxy:
     def _call(self, coro, timeout: float = 5):  # type: ignore[no-untyped-def]
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: float = 0.0
+    ) -> None:
         try:
             while data := await reader.read(65536):
                 if writer in self._silenced:
                     continue
+                if delay:
+                    await asyncio.sleep(delay)
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, OSError):
@@ -43,7 +49,9 @@ class Proxy:
             writer.close()
             return
         self._writers |= {writer, up_writer}
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+        await asyncio.gather(
+            self._pipe(reader, up_writer), self._pipe(up_reader, writer, self.answer_delay)
+        )
         self._writers -= {writer, up_writer}
 
     async def _listen(self) -> None:

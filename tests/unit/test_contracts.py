@@ -117,3 +117,57 @@ def test_kombu_hub_calls_soon_from_any_thread_and_repeats():
     assert "_ready_lock" in _source(Hub.call_soon)
     assert callable(Hub.call_repeatedly)
     assert "multiple" in inspect.signature(Message.ack).parameters
+
+
+def _method_args(module: str, cls: str, method: str) -> list[str]:
+    tree = ast.parse(_module_text(module))
+    (klass,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls]
+    (found,) = [n for n in klass.body if isinstance(n, ast.FunctionDef) and n.name == method]
+    return [a.arg for a in found.args.args]
+
+
+def test_crossbar_message_paths_the_guards_wrap():
+    # router.guards wraps Router.process/send and RouterSession.onOpen/onClose.
+    assert _method_args("crossbar.router.router", "Router", "process") == ["self", "session", "msg"]
+    assert _method_args("crossbar.router.session", "RouterSession", "onOpen") == [
+        "self",
+        "transport",
+    ]
+    assert _method_args("crossbar.router.session", "RouterSession", "onClose") == [
+        "self",
+        "wasClean",
+    ]
+    session = _module_text("crossbar.router.session")
+    assert "self._router.process(self, msg)" in session
+    for name in ("self._session_id = None", "self._authrole = None", "self._transport = None"):
+        assert name in session, name
+    # The subscriptions a session holds, counted against its limit.
+    assert "self._session_to_subscriptions[session].add(subscription)" in _module_text(
+        "crossbar.router.broker"
+    )
+
+
+def test_twisted_tcp_buffers_what_it_cannot_send_where_the_guards_look():
+    # router.guards: unsent = len(dataBuffer) - offset + _tempDataLen
+    from twisted.internet.abstract import FileDescriptor
+
+    text = _source(FileDescriptor)
+    for name in ("dataBuffer", "self.offset", "self._tempDataLen"):
+        assert name in text, name
+
+
+def test_autobahn_websocket_server_keeps_headers_and_closes_with_a_code():
+    from autobahn.websocket.protocol import WebSocketServerProtocol
+
+    assert "self.http_headers" in _source(WebSocketServerProtocol.processHandshake)
+    assert "code" in inspect.signature(WebSocketServerProtocol.sendClose).parameters
+
+
+def test_py_amqp_decodes_header_timestamps_through_its_module_datetime():
+    # workers.amqp_tolerance replaces `amqp.serialization.datetime`.
+    import amqp.serialization
+
+    text = inspect.getsource(amqp.serialization)
+    assert "from datetime import datetime" in text
+    assert text.count("datetime.fromtimestamp(") == 2
+    assert "isinstance(v, datetime)" in text

@@ -22,6 +22,7 @@ def call(method: str, path: str, body: Any = None) -> tuple[str, dict[str, Any]]
         "REQUEST_METHOD": method,
         "PATH_INFO": path,
         "CONTENT_LENGTH": str(len(data)),
+        "CONTENT_TYPE": "application/json",  # as the page sends it
         "wsgi.input": io.BytesIO(data),
     }
     status: list[str] = []

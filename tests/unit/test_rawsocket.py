@@ -7,7 +7,7 @@ from typing import Any
 
 import msgpack
 import pytest
-from autobahn.wamp.exception import ApplicationError, TransportLost
+from autobahn.wamp.exception import ApplicationError, SerializationError, TransportLost
 from autobahn.wamp.message import Publish
 from autobahn.wamp.serializer import MsgPackSerializer
 
@@ -130,7 +130,7 @@ def test_a_lost_connection_fails_every_quick_publish_in_flight():
 def test_too_big_and_closed_are_raised_to_the_sender():
     proto, _, session = protocol()
     proto.max_length_send = 16
-    with pytest.raises(ValueError, match="Data too big"):
+    with pytest.raises(SerializationError, match="takes at most 16"):
         rawsocket.publish_quick(session, "t", {"x": "y" * 64}, {}, lambda e: None)
     assert not session.quick  # a failed send leaves nothing waiting
     proto._session = None

@@ -36,7 +36,9 @@ export class MaintenanceModal {
   apply(state) {
     if (!state || typeof state.enabled !== "boolean") return;
     // The newest word wins, whichever way it came (live event, retained event, status()).
-    if (this.state && this.state.at && (!state.at || state.at < this.state.at)) return;
+    if (this.state && this.state.at && (!state.at || moment(state.at) < moment(this.state.at))) {
+      return;
+    }
     this.state = state;
     const modal = $("maintenance-modal");
     const wasShown = !modal.hidden;
@@ -50,4 +52,10 @@ export class MaintenanceModal {
     document.querySelector("main").inert = state.enabled;
     document.querySelector(".topbar").inert = state.enabled;
   }
+}
+
+// As a time, not as text: producers may give any offset ("12:00+02:00" is before "10:30Z").
+function moment(at) {
+  const ms = Date.parse(at);
+  return Number.isNaN(ms) ? -Infinity : ms;
 }

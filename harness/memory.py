@@ -12,15 +12,19 @@ import psutil
 MiB = 1024 * 1024
 
 
-def tree_rss(pid: int) -> int:
-    """RSS of a process and all its descendants, in bytes (0 if it is gone)."""
+def tree(pid: int) -> list[psutil.Process]:
+    """A process and all its descendants that are still there."""
     try:
         root = psutil.Process(pid)
-        processes = [root, *root.children(recursive=True)]
+        return [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
-        return 0
+        return []
+
+
+def tree_rss(pid: int) -> int:
+    """RSS of a process and all its descendants, in bytes (0 if it is gone)."""
     total = 0
-    for process in processes:
+    for process in tree(pid):
         # A child that just exited holds no memory.
         with contextlib.suppress(psutil.NoSuchProcess):
             total += process.memory_info().rss
@@ -30,12 +34,7 @@ def tree_rss(pid: int) -> int:
 def tree_connections(pid: int) -> list[psutil._common.pconn]:
     """The TCP connections held by a process tree."""
     found = []
-    try:
-        root = psutil.Process(pid)
-        processes = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
-    for process in processes:
+    for process in tree(pid):
         with contextlib.suppress(psutil.NoSuchProcess):
             found.extend(process.net_connections(kind="tcp"))
     return found

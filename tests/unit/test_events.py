@@ -1,0 +1,59 @@
+"""Domain events checked and planned: timestamps, ids, and what a producer may not ask for."""
+
+from __future__ import annotations
+
+import pytest
+
+from tidings import catalogue, events
+from tidings.errors import InvalidEvent
+
+
+def test_at_is_kept_in_utc_so_that_it_compares_as_a_time_and_as_text():
+    noon_in_paris = events.entity_changed("order", 1, at="2026-11-28T12:00:00+02:00")[0]
+    later_in_london = events.entity_changed("order", 1, at="2026-11-28T10:30:00Z")[0]
+    assert noon_in_paris.payload["at"] == "2026-11-28T10:00:00.000Z"
+    assert later_in_london.payload["at"] == "2026-11-28T10:30:00.000Z"
+    assert noon_in_paris.payload["at"] < later_in_london.payload["at"]
+    # Without an offset it is taken as UTC; none at all is now.
+    assert events.maintenance(True, at="2026-11-28T10:00:00").payload["at"].endswith(":00.000Z")
+    assert events.maintenance(True).payload["at"].endswith("Z")
+
+
+def test_every_publish_carries_event_id_and_at():
+    out = events.publish("tidings.user.1", {"text": "hi"}, event_id="e-1")
+    assert out.payload == {"text": "hi", "event_id": "e-1", "at": out.payload["at"]}
+    assert out.payload["at"].endswith("Z")
+    with pytest.raises(InvalidEvent, match="ISO-8601"):
+        events.publish("tidings.user.1", {"at": "yesterday"})
+
+
+def test_an_event_without_id_gets_one_derived_from_its_message():
+    body = b'{"type": "entity.updated", "entity": "order", "id": 1}'
+    first = events.derived_event_id(body)
+    assert first == events.derived_event_id(body)  # a redelivered copy: the same id
+    assert first != events.derived_event_id(body + b" ")
+    assert events.derived_event_id(body, message_id="m-42") == "m-42"
+    (out,) = events.plan(events.decode(body), first)
+    assert out.payload["event_id"] == first
+
+
+def test_retain_cannot_go_with_a_list_of_users():
+    for option in ("eligible_authids", "exclude_authids"):
+        with pytest.raises(InvalidEvent, match="retain cannot go with"):
+            events.publish("tidings.maintenance", {"enabled": True}, retain=True, **{option: ["1"]})
+    assert events.publish("tidings.maintenance", {"enabled": True}, retain=True).options
+
+
+def test_lists_of_users_are_bounded():
+    many = [str(n) for n in range(events.MAX_AUTHIDS + 1)]
+    with pytest.raises(InvalidEvent, match="at most 1000"):
+        events.publish("tidings.user.1", {}, eligible_authids=many)
+    with pytest.raises(InvalidEvent, match="list of user ids"):
+        events.publish("tidings.user.1", {}, exclude_authids=["x" * 65])
+
+
+@pytest.mark.parametrize("uri", ["tidings.user.7\n", "tidings.user.7 ", "tidings.entity.order.1\n"])
+def test_a_topic_matches_whole_or_not_at_all(uri):
+    assert catalogue.lookup(uri) is None
+    with pytest.raises(InvalidEvent, match="not in the catalogue"):
+        events.publish(uri, {})
