@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import resource
@@ -21,12 +22,13 @@ from bench import report, scenarios
 from bench.monitor import Monitor
 from bench.stack import Stack
 from harness.progress import Progress
+from harness.redis_server import RedisServer, redis_server
 from harness.swarm import Swarm
 
 # Paths whose ratios are targets run in rounds, each path once per round, one
 # after the other: a ratio pairs runs minutes apart at most, and the median
 # over rounds shrugs off a round disturbed by other work on the machine.
-ROUNDS = ("d", "a'", "a", "e")
+ROUNDS = ("d", "a'", "a", "e", "a's")
 THROUGHPUT = ("b", "c", "a2")
 LATENCY = ("d", "a'", "a", "b", "c")
 
@@ -145,41 +147,24 @@ def run(options: Options) -> dict[str, Any]:
     began = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="tidings-bench-"))
     progress.step("starting the router, a worker and the subscriber", 15)
-    with Stack(
-        workdir,
-        options.broker_url,
-        pool=options.pool,
-        concurrency=options.concurrency,
-        loglevel=options.loglevel,
-    ) as stack:
-        stack.scale_workers(1)
-        subscriber = Swarm(stack.router.ws_url, stack.secret, 1, scenarios.TOPIC, "sub").start()
-        try:
-            subscriber.wait_joined(60)
-            monitor = Monitor()
-            bench = scenarios.Bench(
-                stack, monitor, progress, subscriber, options.seconds, options.warmup
-            )
-            monitor.watch("router", lambda: [stack.router.pid])
-            monitor.watch("worker", stack.worker_pids)
-            broker = _broker_pids(options.broker_url)
-            monitor.watch("rabbitmq", lambda: broker, recursive=False)
-            monitor.watch("clients", bench.client_pids)
-            # The load generator itself; its children are the processes above.
-            monitor.watch("bench", lambda: [os.getpid()], recursive=False)
-            for name, cost, step in steps:
-                progress.step(name, cost)
-                section, _, key = name.partition("/")
-                result = step(bench)
-                if "/" in key:
-                    key = key.partition("/")[0]
-                    results.setdefault("rounds", {}).setdefault(key, []).append(result)
-                elif key:
-                    results.setdefault(section, {})[key] = result
-                else:
-                    results[section] = result
-        finally:
-            subscriber.close()
+    with contextlib.ExitStack() as running:
+        bench = _start(running, workdir / "memory", options, progress, None)
+        shared = None
+        if any(name.startswith("throughput/a's/") for name, _, _ in steps):
+            # Shared mode beside it, so that its rounds alternate with the others'.
+            redis = running.enter_context(redis_server())
+            shared = _start(running, workdir / "shared", options, progress, redis)
+        for name, cost, step in steps:
+            progress.step(name, cost)
+            section, _, key = name.partition("/")
+            result = step(shared if key.startswith("a's/") and shared else bench)
+            if "/" in key:
+                key = key.partition("/")[0]
+                results.setdefault("rounds", {}).setdefault(key, []).append(result)
+            elif key:
+                results.setdefault(section, {})[key] = result
+            else:
+                results[section] = result
     results["duration_s"] = round(time.monotonic() - began, 1)
     for key, runs in results.get("rounds", {}).items():
         results.setdefault("throughput", {})[key] = report.median_run(runs)
@@ -192,6 +177,44 @@ def run(options: Options) -> dict[str, Any]:
         _remove(workdir)
     results["workdir"] = str(workdir)
     return results
+
+
+def _start(
+    running: contextlib.ExitStack,
+    workdir: Path,
+    options: Options,
+    progress: Progress,
+    redis: RedisServer | None,
+) -> scenarios.Bench:
+    """A stack (router, worker, vhost) with its receiving subscriber and its meters."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    stack = running.enter_context(
+        Stack(
+            workdir,
+            options.broker_url,
+            pool=options.pool,
+            concurrency=options.concurrency,
+            loglevel=options.loglevel,
+            redis_url=redis.url if redis else None,
+        )
+    )
+    stack.scale_workers(1)
+    subscriber = Swarm(stack.router.ws_url, stack.secret, 1, scenarios.TOPIC, "sub").start()
+    running.callback(subscriber.close)
+    subscriber.wait_joined(60)
+    monitor = Monitor()
+    bench = scenarios.Bench(stack, monitor, progress, subscriber, options.seconds, options.warmup)
+    monitor.watch("router", lambda: [stack.router.pid])
+    monitor.watch("worker", stack.worker_pids)
+    broker = _broker_pids(options.broker_url)
+    monitor.watch("rabbitmq", lambda: broker, recursive=False)
+    if redis is not None and redis.proc is not None:
+        redis_pid = redis.proc.pid
+        monitor.watch("redis", lambda: [redis_pid], recursive=False)
+    monitor.watch("clients", bench.client_pids)
+    # The load generator itself; its children are the processes above.
+    monitor.watch("bench", lambda: [os.getpid()], recursive=False)
+    return bench
 
 
 def _remove(folder: Path) -> None:

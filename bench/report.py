@@ -9,8 +9,17 @@ from typing import Any
 
 from bench import stats
 
-LABELS = {"a": "(a)", "a2": "(a)x2", "a'": "(a')", "b": "(b)", "c": "(c)", "d": "(d)", "e": "(e)"}
-THROUGHPUT_ORDER = ("a", "a2", "a'", "b", "c", "d", "e")
+LABELS = {
+    "a": "(a)",
+    "a2": "(a)x2",
+    "a'": "(a')",
+    "a's": "(a')s",
+    "b": "(b)",
+    "c": "(c)",
+    "d": "(d)",
+    "e": "(e)",
+}
+THROUGHPUT_ORDER = ("a", "a2", "a'", "a's", "b", "c", "d", "e")
 LATENCY_ORDER = ("a", "a'", "b", "c", "d")
 
 # (name, numerator, denominator, at least)
@@ -19,6 +28,7 @@ RATIOS = (
     ("(a)/(e)", "a", "e", 0.8),
     ("(a)/(b)", "a", "b", 2.0),
     ("(a)/(c)", "a", "c", 5.0),
+    ("(a')s/(a')", "a's", "a'", 0.8),
 )
 # (what, path, percentile, at most ms)
 LATENCY_TARGETS = (
@@ -96,6 +106,20 @@ def _usage(run: dict[str, Any]) -> str:
     )
 
 
+PROCESSES = ("router", "worker", "rabbitmq", "redis", "bench")
+
+
+def cpu_per_event(run: dict[str, Any]) -> dict[str, float]:
+    """Microseconds of CPU per delivered event, by process (the producer is the bench)."""
+    rate = run.get("events_per_s") or math.nan
+    usage = run.get("usage", {})
+    return {
+        name: usage[name]["cpu_percent"] / 100 / rate * 1e6
+        for name in PROCESSES
+        if name in usage and "cpu_percent" in usage[name]
+    }
+
+
 def _num(value: Any, digits: int = 1) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
@@ -118,6 +142,14 @@ def table(results: dict[str, Any]) -> str:
             rounds = run.get("rounds")
             seen = f"  rounds: {', '.join(_num(r, 0) for r in rounds)}" if rounds else ""
             add(f"{name:{W}} {_num(run['events_per_s'], 0):>9}  {_usage(run)}{seen}")
+    add("")
+    add(f"{'CPU per delivered event (µs)':{W}} " + " ".join(f"{p:>8}" for p in PROCESSES))
+    for key in THROUGHPUT_ORDER:
+        run = results.get("throughput", {}).get(key)
+        if run and key in ("a", "a'", "a's", "d", "e"):
+            cost = cpu_per_event(run)
+            cells = " ".join(f"{_num(cost.get(p), 0):>8}" for p in PROCESSES)
+            add(f"{LABELS[key]:{W}} {cells}")
     add("")
     points = " ".join(f"{p:>7}" for p in ("p50", "p95", "p99", "max"))
     add(f"{'latency at 200 events/s (ms)':{W}} {points}  {usage_head}")

@@ -23,6 +23,7 @@ PATHS: dict[str, str] = {
     "a": "tidings, Celery task, 1 worker process",
     "a2": "tidings, Celery task, 2 worker processes",
     "a'": "tidings, raw JSON domain event",
+    "a's": "the same, shared mode (Redis history)",
     "b": "HTTP bridge, signed POST per event",
     "c": "new WAMP connection per Celery task",
     "d": "one WAMP session straight to router",
@@ -61,7 +62,7 @@ class Bench:
         return 2 if path == "a2" else 1
 
     def sender(self, path: str, topic: str = TOPIC) -> Sender:
-        if path == "a'":
+        if path in ("a'", "a's"):
             return RawSender(self.stack.broker_url, topic)
         if path == "d":
             return DirectSender(self.stack.router.rs_url, self.stack.backend_secret, topic)

@@ -79,8 +79,17 @@ class Stack:
     """Router, vhost and workers for one bench run; a context manager that cleans up."""
 
     def __init__(
-        self, workdir: Path, broker_url: str, *, pool: str, concurrency: int, loglevel: str
+        self,
+        workdir: Path,
+        broker_url: str,
+        *,
+        pool: str,
+        concurrency: int,
+        loglevel: str,
+        redis_url: str | None = None,
     ) -> None:
+        """redis_url: shared mode (history and presence in that Redis)."""
+        self.redis_url = redis_url
         self.dir = workdir
         self.pool = pool
         self.concurrency = concurrency
@@ -133,6 +142,8 @@ class Stack:
             TIDINGS_BACKEND_SECRET=self.backend_secret,
             PYTHONUNBUFFERED="1",
         )
+        if self.redis_url:
+            env.update(TIDINGS_REDIS_URL=self.redis_url, TIDINGS_NODE="bench")
         return env
 
     def scale_workers(self, count: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import sys
@@ -20,6 +21,17 @@ class CliError(TidingsError):
 def venv_bin(name: str) -> str:
     """A command installed beside this Python (the project's `.venv/bin`)."""
     return str(Path(sys.executable).parent / name)
+
+
+def seconds(text: str) -> float:
+    """An argparse type: a number of seconds above zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (0 to 3600)")
+    return value
 
 
 def parse_json(text: str, what: str) -> Any:

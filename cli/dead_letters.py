@@ -14,13 +14,13 @@ from tidings.settings import Settings
 if TYPE_CHECKING:
     from workers.dead_letters import DeadLetter
 
-HELP = "list or replay the dead-letter queue"
+HELP = "list, replay or purge the dead-letter queue"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("action", choices=["list", "replay"])
+    p.add_argument("action", choices=["list", "replay", "purge"])
     p.add_argument("--limit", type=int, help="at most this many (list: 20 unless given)")
-    p.add_argument("--match", help="replay only those whose reason contains this text")
+    p.add_argument("--match", help="replay or purge only those whose reason contains this text")
     p.add_argument("--json", action="store_true", help="list as JSON")
 
 
@@ -37,11 +37,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             else:
                 print(render(count, letters))
             return 0
+        if args.action == "purge":
+            dropped = dead_letters.purge(settings.broker_url, args.match)
+            print(f"dropped {dropped} dead letters from {DEAD_QUEUE}")
+            return 0
         done = dead_letters.replay(settings.broker_url, args.limit, args.match)
     except (OperationalError, OSError) as exc:
         raise CliError(f"cannot reach the broker at {broker_where(settings)}: {exc}") from None
     print(
-        f"replayed {done.events} events and {done.tasks} tasks; {done.skipped} left in {DEAD_QUEUE}"
+        f"replayed {done.events} events and {done.tasks} tasks; {done.left} left in {DEAD_QUEUE}"
     )
     if args.match and not done.events + done.tasks and done.skipped:
         print(

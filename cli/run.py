@@ -115,6 +115,8 @@ class Supervisor:
                 self.out("tidings run: the worker did not start consuming; see its log above")
                 return 1
             self.out(f"tidings is running: open {page_url(self.settings)} (Ctrl-C stops it)")
+            if self.settings.dev:
+                self.out("development mode: built-in secrets and a demo sign-in; never expose it")
             while True:
                 self._restart_the_dead()
                 time.sleep(0.5)
@@ -143,7 +145,9 @@ class Supervisor:
 
 
 def page_url(settings: Settings) -> str:
-    """The demo page: the web transport of the router's configuration."""
+    """The demo page: the web transport of this node."""
+    if settings.http_port:
+        return f"http://127.0.0.1:{settings.http_port}/"
     port = 8080
     try:
         config = json.loads((settings.cbdir / "config.json").read_text(encoding="utf-8"))

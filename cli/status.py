@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from cli.common import seconds
 from tidings.names import (
     AUTHORIZE_PROCEDURE,
     BACKEND_AUTHID,
@@ -29,7 +30,7 @@ COMPONENT_PROCEDURES = (AUTHORIZE_PROCEDURE, *sorted(PUBLIC_PROCEDURES))
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="as JSON")
-    p.add_argument("--timeout", type=float, default=5.0, help="seconds each check may take")
+    p.add_argument("--timeout", type=seconds, default=5.0, help="seconds each check may take")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

@@ -51,12 +51,3 @@ def rabbitmq_url() -> Iterator[str]:
         "start RabbitMQ (rabbitmq-server -detached) or set TIDINGS_BROKER_URL"
     )
 
-
-def purge(url: str, *queues: str) -> None:
-    with Connection(url) as conn:
-        channel = conn.channel()
-        for name in queues:
-            try:
-                channel.queue_purge(name)
-            except Exception:
-                channel = conn.channel()  # a missing queue closes the channel

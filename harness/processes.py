@@ -145,8 +145,13 @@ class Router(Child):
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="tidings-router-"))
         self.web_port = free_port()
         self.rs_port = free_port()
-        self.env = {**(env if env is not None else base_env()), **extra}
         self.cbdir = self.dir / ".crossbar"
+        # Its own maintenance state, never the checkout's `.crossbar/maintenance.json`.
+        self.env = {
+            **(env if env is not None else base_env()),
+            "TIDINGS_CBDIR": str(self.cbdir),
+            **extra,
+        }
         self.cbdir.mkdir(parents=True, exist_ok=True)
         self.config = self._on_free_ports(config or project_router_config())
         (self.cbdir / "config.json").write_text(json.dumps(self.config, indent=2))

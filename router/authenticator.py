@@ -31,11 +31,6 @@ def create_authenticator(config: dict[str, Any], controller: Any = None) -> Auth
     settings = Settings.from_environ(os.environ)
     secret = settings.require_secret()
     used = make_store(settings.redis_url)
-    if settings.dev:
-        log.warning(
-            "TIDINGS_DEV=1: development mode, with built-in secrets where none are set and "
-            "demo tickets at /dev; never let browsers of the world reach this router"
-        )
 
     def check(realm: str, authid: str | None, details: dict[str, Any]) -> dict[str, Any]:
         if realm != REALM:

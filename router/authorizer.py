@@ -60,6 +60,12 @@ class Authorizer(ApplicationSession):  # type: ignore[misc]
     started by the router before any transport opens."""
 
     def onJoin(self, details: Any) -> Any:
+        settings = Settings.from_environ(os.environ)
         uris.install()
-        guards.install(Settings.from_environ(os.environ).limits)
+        guards.install(settings.limits)
+        if settings.dev:
+            self.log.warn(
+                "TIDINGS_DEV=1: development mode, with built-in secrets where none are set "
+                "and demo tickets at /dev; never let browsers of the world reach this router"
+            )
         return self.register(authorize, AUTHORIZE_PROCEDURE)

@@ -15,11 +15,13 @@ from typing import Any
 from autobahn.twisted.wamp import ApplicationSession
 from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import RegisterOptions, SubscribeOptions
+from twisted.internet.threads import deferToThread
 
 from router.principals import SessionDirectory, browser_errors
+from stores.history import RedisHistory
 from tidings import access, catalogue
-from tidings.errors import HISTORY_GAP, INVALID_ARGUMENT, NOT_AUTHORIZED, HistoryGap
-from tidings.history_book import EventHistory
+from tidings.errors import HISTORY_GAP, INVALID_ARGUMENT, NOT_AUTHORIZED, HistoryGap, Unavailable
+from tidings.history_book import MAX_ANSWER_BYTES, EventHistory
 from tidings.names import HISTORY_PROCEDURE
 from tidings.settings import Settings
 
@@ -30,27 +32,36 @@ def keeps_history(uri: str) -> bool:
 
 
 class History(ApplicationSession):  # type: ignore[misc]
-    """The router-side history component; registers `tidings.history.since`."""
+    """The router-side history component; registers `tidings.history.since`.
+
+    Memory mode: it hears every event (one prefix subscription) and keeps the
+    last ones of each topic. Shared mode (TIDINGS_REDIS_URL): the workers
+    record every event in Redis before it is delivered, and this answers from
+    there, on any node, across restarts.
+    """
 
     async def onJoin(self, details: Any) -> None:
         config = Settings.from_environ(os.environ)
+        self.shared: RedisHistory | None = None
         self.history = EventHistory(
             config.history_size, config.history_topics, config.history_bytes
         )
         self.directory = SessionDirectory(self)
         await self.directory.attach()
-        # One prefix subscription sees every event; the catalogue says which to keep.
-        await self.subscribe(
-            self._on_event, "tidings.", options=SubscribeOptions(match="prefix", details=True)
-        )
+        if config.redis_url:
+            self.shared = RedisHistory(config.redis_url, config.history_size, config.history_ttl)
+        else:
+            # One prefix subscription sees every event; the catalogue says which to keep.
+            await self.subscribe(
+                self._on_event, "tidings.", options=SubscribeOptions(match="prefix", details=True)
+            )
         await self.register(
             self.since, HISTORY_PROCEDURE, options=RegisterOptions(details_arg="details")
         )
         self.log.info(
-            "history ready: {size} events per topic, at most {topics} topics and {bytes} bytes",
+            "history ready: {size} events per topic, kept in {where}",
             size=config.history_size,
-            topics=config.history_topics,
-            bytes=config.history_bytes,
+            where=self.shared or f"memory (at most {config.history_bytes} bytes)",
         )
 
     def _on_event(self, *args: Any, details: Any = None, **kwargs: Any) -> None:
@@ -63,16 +74,30 @@ class History(ApplicationSession):  # type: ignore[misc]
     async def since(
         self, topic: Any = None, after_event_id: Any = None, details: Any = None
     ) -> list[dict[str, Any]]:
-        """`tidings.history.since(topic, after_event_id)`: the events missed since that one."""
+        """`tidings.history.since(topic, after)`: the events missed since the event `after`
+        (its event id, or in shared mode its position)."""
         if not isinstance(topic, str) or not keeps_history(topic):
             raise ApplicationError(INVALID_ARGUMENT, "topic has no history (tidings/catalogue.py)")
-        if after_event_id is not None and not isinstance(after_event_id, str):
+        if after_event_id is not None and (
+            not isinstance(after_event_id, str) or len(after_event_id) > 200
+        ):
             raise ApplicationError(INVALID_ARGUMENT, "after_event_id must be an event id string")
         caller = await self.directory.caller(details)
         if not caller.is_backend and not access.may_subscribe(caller.authid, caller.perms, topic):
             raise ApplicationError(NOT_AUTHORIZED, f"no permission to read {topic}")
         try:
-            return self.history.since(topic, after_event_id)
+            if self.shared is None:
+                return self.history.since(topic, after_event_id)
+            try:
+                answer: list[dict[str, Any]] = await deferToThread(
+                    self.shared.since, topic, after_event_id, MAX_ANSWER_BYTES
+                )
+            except HistoryGap:
+                raise
+            except Exception as exc:
+                self.log.warn("history store unreachable: {why}", why=exc)
+                raise Unavailable("the history cannot be read right now; try again") from None
+            return answer
         except HistoryGap:
             raise ApplicationError(
                 HISTORY_GAP,

@@ -16,9 +16,9 @@ from autobahn.twisted.wamp import ApplicationSession
 from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import PublishOptions
 from twisted.internet.defer import DeferredLock, ensureDeferred
-from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
+from router.later import sleep
 from stores.maintenance import make_store
 from tidings import catalogue
 from tidings.errors import UNAVAILABLE
@@ -100,9 +100,3 @@ class Maintenance(ApplicationSession):  # type: ignore[misc]
         done = self._saving.run(deferToThread, self.store.save, payload)
         done.addErrback(lambda f: self.log.error("cannot keep maintenance state: {why}", why=f))
         return done
-
-
-def sleep(seconds: float) -> Any:
-    from twisted.internet import reactor
-
-    return deferLater(reactor, seconds, lambda: None)

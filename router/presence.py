@@ -9,18 +9,26 @@ never imports the asyncio Publisher.
 
 from __future__ import annotations
 
+import os
+import threading
 from typing import Any
 
 from autobahn.twisted.wamp import ApplicationSession
 from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import PublishOptions, RegisterOptions
+from twisted.internet import reactor
 from twisted.internet.defer import DeferredLock, ensureDeferred
+from twisted.internet.task import LoopingCall
+from twisted.internet.threads import deferToThread
 
+from router.later import sleep
 from router.principals import SessionDirectory, browser_errors, require_name
+from stores.presence import RedisPresence
 from tidings import access, catalogue
-from tidings.errors import NOT_AUTHORIZED
+from tidings.errors import NOT_AUTHORIZED, Unavailable
 from tidings.names import EDITORS_PROCEDURE
 from tidings.presence_book import PresenceBook
+from tidings.settings import Settings
 
 RECORD_PATTERN = "tidings.entity.{entity}.{id}"
 
@@ -34,10 +42,18 @@ def record_of(uri: str) -> tuple[str, str] | None:
 
 
 class Presence(ApplicationSession):  # type: ignore[misc]
-    """The router-side presence component; registers `tidings.entity.editors`."""
+    """The router-side presence component; registers `tidings.entity.editors`.
+
+    Memory mode: one node's book (tidings.presence_book). Shared mode
+    (TIDINGS_REDIS_URL): the book is in Redis, over every node
+    (stores.presence); this node heartbeats, takes away the users of a node
+    that stopped, and publishes the transitions any node announces.
+    """
 
     async def onJoin(self, details: Any) -> None:
-        self.book = PresenceBook()
+        config = Settings.from_environ(os.environ)
+        self.shared = RedisPresence(config.redis_url, config.node) if config.redis_url else None
+        self.book: PresenceBook | RedisPresence = self.shared or PresenceBook()
         self.directory = SessionDirectory(self)
         # subscription id → (uri, match), from on_create; avoids a round trip per subscribe.
         self._subscriptions: dict[int, tuple[str, str]] = {}
@@ -56,7 +72,71 @@ class Presence(ApplicationSession):  # type: ignore[misc]
         await self.register(
             self.editors, EDITORS_PROCEDURE, options=RegisterOptions(details_arg="details")
         )
-        self.log.info("presence ready")
+        if self.shared is not None:
+            self._start_shared(self.shared)
+        self.log.info("presence ready, kept in {where}", where=self.shared or "memory")
+
+    # -- shared mode -------------------------------------------------------------
+    def _start_shared(self, shared: RedisPresence) -> None:
+        self._stop = threading.Event()
+        threading.Thread(
+            target=shared.listen, args=(self._heard, self._stop), name="presence", daemon=True
+        ).start()
+        ensureDeferred(self._started(shared))
+
+    async def _started(self, shared: RedisPresence) -> None:
+        # What this node held before a restart is gone: its users left.
+        while self.is_attached():
+            try:
+                gone = await deferToThread(shared.start)
+                break
+            except Exception as exc:
+                self.log.warn("presence store unreachable: {why}; trying again", why=exc)
+                await sleep(1.0)
+        else:
+            return
+        for topic, user in gone:
+            await self._transition(topic, user, "left")
+        self._beat = LoopingCall(lambda: ensureDeferred(self._heartbeat(shared)))
+        self._beat.start(shared.heartbeat_every, now=False)
+
+    async def _heartbeat(self, shared: RedisPresence) -> None:
+        try:
+            await deferToThread(shared.beat)
+            gone = await deferToThread(shared.reap)
+        except Exception as exc:
+            self.log.warn("presence heartbeat failed: {why}", why=exc)
+            return
+        for topic, user in gone:
+            await self._transition(topic, user, "left")
+
+    def _heard(self, topic: str, user: str, state: str) -> None:
+        """On the listening thread: any node's announcement, published on this one."""
+        record = record_of(topic)
+        if record is not None:
+            reactor.callFromThread(self._announce, record, user, state)
+
+    async def _announce_shared(self, topic: str, user: str, state: str) -> None:
+        assert self.shared is not None
+        try:
+            await deferToThread(self.shared.announce, topic, user, state)
+        except Exception as exc:
+            self.log.warn("presence announcement lost: {why}", why=exc)
+
+    def onLeave(self, details: Any) -> None:
+        stop = getattr(self, "_stop", None)
+        if stop is not None:
+            stop.set()
+        beat = getattr(self, "_beat", None)
+        if beat is not None and beat.running:
+            beat.stop()
+        super().onLeave(details)
+
+    async def _book(self, method: Any, *args: Any) -> Any:
+        """Call the book: in a thread when it waits on the network (Redis)."""
+        if self.shared is None:
+            return method(*args)
+        return await deferToThread(method, *args)
 
     def _serialized(self, handler: Any) -> Any:
         def run(*args: Any) -> Any:
@@ -81,19 +161,23 @@ class Presence(ApplicationSession):  # type: ignore[misc]
         principal = await self.directory.get(session_id)
         if principal is None or principal.is_backend:
             return  # gone already, or a server-side session: not a person
-        if self.book.join(session_id, subscription_id, found[0], principal.authid):
-            self._announce(record, principal.authid, "joined")
+        joined = await self._book(
+            self.book.join, session_id, subscription_id, found[0], principal.authid
+        )
+        if joined:
+            await self._transition(found[0], principal.authid, "joined")
 
     async def _on_unsubscribe(self, session_id: int, subscription_id: int) -> None:
-        gone = self.book.leave(session_id, subscription_id)
+        gone = await self._book(self.book.leave, session_id, subscription_id)
         if gone is not None:
-            self._announce_topic(*gone)
+            topic, user = gone
+            await self._transition(topic, user, "left")
 
     async def _on_leave(self, session_id: int) -> None:
         # The router also sends on_unsubscribe for each subscription of a
         # session that left; whichever comes first does the work, once.
-        for gone in self.book.drop_session(session_id):
-            self._announce_topic(*gone)
+        for topic, user in await self._book(self.book.drop_session, session_id):
+            await self._transition(topic, user, "left")
 
     async def _subscription(self, subscription_id: int) -> tuple[str, str] | None:
         known = self._subscriptions.get(subscription_id)
@@ -107,10 +191,14 @@ class Presence(ApplicationSession):  # type: ignore[misc]
         return known
 
     # -- announcing --------------------------------------------------------------
-    def _announce_topic(self, topic: str, user: str) -> None:
+    async def _transition(self, topic: str, user: str, state: str) -> None:
+        """A user came onto or left a record: tell the others, on every node."""
+        if self.shared is not None:
+            await self._announce_shared(topic, user, state)  # heard by every node, this one too
+            return
         record = record_of(topic)
         if record is not None:
-            self._announce(record, user, "left")
+            self._announce(record, user, state)
 
     def _announce(self, record: tuple[str, str], user: str, state: str) -> None:
         # The user's own tabs know already; "the others" are told.
@@ -131,4 +219,9 @@ class Presence(ApplicationSession):  # type: ignore[misc]
         caller = await self.directory.caller(details)
         if not caller.is_backend and not access.may_subscribe(caller.authid, caller.perms, topic):
             raise ApplicationError(NOT_AUTHORIZED, f"no permission to view {entity} records")
-        return self.book.editors(topic)
+        try:
+            editors: list[str] = await self._book(self.book.editors, topic)
+        except Exception as exc:
+            self.log.warn("presence store unreachable: {why}", why=exc)
+            raise Unavailable("who is on this record cannot be told right now; try again") from None
+        return editors

@@ -21,6 +21,14 @@ EVENTS_EXCHANGE = "tidings.events"
 EVENTS_QUEUE = "tidings.events"
 DEAD_QUEUE = "tidings.events.dead"
 CONSUMED_QUEUES = (TASK_QUEUE, EVENTS_QUEUE)
+# Shared mode: what the workers took in goes to every router node through this
+# fan-out exchange, into one queue per node.
+NODES_EXCHANGE = "tidings.nodes"
+
+
+def node_queue(node: str) -> str:
+    """The delivery queue of a router node (shared mode)."""
+    return f"tidings.node.{node}"
 
 REASON_HEADER = "x-tidings-reason"
 # Where a dead letter came from, so that it can be replayed: the routing key

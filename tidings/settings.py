@@ -8,6 +8,7 @@ raises ConfigError naming the variable and what to do.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ DEFAULT_BROKER_URL = "amqp://guest:guest@127.0.0.1:5672//"
 DEFAULT_ROUTER_URL = "rs://127.0.0.1:8081"
 
 T = TypeVar("T")
+_NODE_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,17 @@ class Settings:
     history_size: int = 100
     history_topics: int = 10_000
     history_bytes: int = 64 * 1024 * 1024
+    # Shared mode: seconds a topic's history lives after its last event.
+    history_ttl: int = 86_400
+    # This router node, and its ports (web and WebSocket; loopback RawSocket for
+    # backends); None: the ports of `.crossbar/config.json`.
+    node: str = "a"
+    http_port: int | None = None
+    backend_port: int | None = None
+    # Shared mode: each node's delivery queue, bounded in bytes, removed after
+    # this many seconds without a consumer (its browsers recover from history).
+    node_queue_bytes: int = 256 * 1024 * 1024
+    node_queue_expires: int = 3600
     limits: Limits = Limits()
 
     @classmethod
@@ -81,9 +94,12 @@ class Settings:
         """The settings the variables in `environ` give; ConfigError if one is wrong."""
         read = _Reader(environ)
         dev = read.flag("TIDINGS_DEV")
+        backend_port = read.port("TIDINGS_BACKEND_PORT")
+        # The processes that feed a node reach it on its backend port by default.
+        local = f"rs://127.0.0.1:{backend_port}" if backend_port else DEFAULT_ROUTER_URL
         return cls(
             broker_url=read.url("TIDINGS_BROKER_URL", DEFAULT_BROKER_URL, ("amqp", "amqps")),
-            router_url=read.url("TIDINGS_ROUTER_URL", DEFAULT_ROUTER_URL, ("rs", "ws")),
+            router_url=read.url("TIDINGS_ROUTER_URL", local, ("rs", "ws")),
             secret=read.secret("TIDINGS_SECRET", dev, DEV_SECRET),
             backend_secret=read.secret("TIDINGS_BACKEND_SECRET", dev, DEV_BACKEND_SECRET),
             dev=dev,
@@ -94,6 +110,12 @@ class Settings:
             history_size=read.number("TIDINGS_HISTORY_SIZE", 100, int, "a whole number"),
             history_topics=read.number("TIDINGS_HISTORY_TOPICS", 10_000, int, "a whole number"),
             history_bytes=read.number("TIDINGS_HISTORY_BYTES", 64 << 20, int, "bytes"),
+            history_ttl=read.number("TIDINGS_HISTORY_TTL", 86_400, int, "seconds"),
+            node=read.name("TIDINGS_NODE", "a"),
+            http_port=read.port("TIDINGS_HTTP_PORT"),
+            backend_port=backend_port,
+            node_queue_bytes=read.number("TIDINGS_NODE_QUEUE_BYTES", 256 << 20, int, "bytes"),
+            node_queue_expires=read.number("TIDINGS_NODE_QUEUE_EXPIRES", 3600, int, "seconds"),
             limits=Limits(
                 uri_bytes=read.number("TIDINGS_MAX_URI_BYTES", 512, int, "bytes"),
                 subscriptions=read.number("TIDINGS_MAX_SUBSCRIPTIONS", 1000, int, "a whole number"),
@@ -152,6 +174,20 @@ class _Reader:
             raise ConfigError(f"{name}={text!r} is not a positive number ({unit}); fix or unset it")
         if value == 0 and not zero:
             raise ConfigError(f"{name}={text!r} is not a positive number ({unit}); fix or unset it")
+        return value
+
+    def name(self, name: str, default: str) -> str:
+        text = self.text(name) or default
+        if not _NODE_NAME.fullmatch(text):
+            raise ConfigError(f"{name}={text!r} must be 1 to 32 letters, digits, '_' or '-'")
+        return text
+
+    def port(self, name: str) -> int | None:
+        if not self.text(name):
+            return None
+        value = self.number(name, 0, int, "a TCP port")
+        if value > 65535:
+            raise ConfigError(f"{name}={value} is not a TCP port (1 to 65535)")
         return value
 
     def secret(self, name: str, dev: bool, dev_default: str) -> str | None:

@@ -13,6 +13,7 @@ from celery.signals import worker_process_init
 
 from tidings.names import TASK_QUEUE
 from workers import amqp_tolerance
+from workers.delivery import DeliveryConsumer
 from workers.queues import task_queue
 from workers.raw_consumer import RawEventConsumer
 from workers.runtime import settings
@@ -60,6 +61,8 @@ app.add_defaults(celery_config)
 
 # The raw domain-event consumer runs in every `celery worker` of this app.
 app.steps["consumer"].add(RawEventConsumer)
+# Shared mode: this node's deliveries (idle in memory mode).
+app.steps["consumer"].add(DeliveryConsumer)
 
 
 @worker_process_init.connect

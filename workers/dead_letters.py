@@ -53,6 +53,7 @@ class Replayed:
     events: int = 0
     tasks: int = 0
     skipped: int = 0  # not matching, or with nothing to say where it came from
+    left: int = 0  # in the queue afterwards
 
 
 def _describe(message: Any) -> DeadLetter:
@@ -143,11 +144,34 @@ def replay(broker_url: str, limit: int | None = None, match: str | None = None) 
                     task_id=task.get("id"),
                     queue=TASK_QUEUE,
                     connection=conn,
+                    headers={REPLAYS_HEADER: letter.replays + 1},
                 )
                 result.tasks += 1
             message.ack()
         channel.close()
+    # Of those there when it started: what was passed over or not looked at.
+    result.left = count - result.events - result.tasks
     return result
+
+
+def purge(broker_url: str, match: str | None = None) -> int:
+    """Drop the dead letters (those whose reason contains `match`); how many were dropped."""
+    amqp_tolerance.install()
+    dropped = 0
+    with Connection(broker_url) as conn:
+        channel = conn.channel()
+        queue = dead_queue(channel)
+        _, count, _ = queue.queue_declare()
+        for _ in range(count):
+            message = queue.get(no_ack=False)
+            if message is None:
+                break
+            if match and match not in _describe(message).reason:
+                continue  # stays unacked: back in its place when the channel closes
+            message.ack()
+            dropped += 1
+        channel.close()
+    return dropped
 
 
 def _task_of(message: Any) -> dict[str, Any] | None:

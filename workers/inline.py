@@ -22,13 +22,12 @@ from celery import signals
 from celery.worker.strategy import default
 from kombu.message import Message
 
-from publisher import get_publisher
 from tidings.errors import InvalidEvent, PublishRefused
 from tidings.names import TASK_QUEUE
 from workers import amqp_tolerance
 from workers.ledger import Ledger
 from workers.letterbox import TaskCall
-from workers.runtime import open_ledger
+from workers.runtime import open_ledger, sink
 
 log = logging.getLogger(__name__)
 _CHAINING = ("callbacks", "errbacks", "chain", "chord")
@@ -150,8 +149,7 @@ def publish(task: Any, call: TaskCall, signature: inspect.Signature) -> list[Any
                 reason = f"arguments do not fit {task.name}({parameters}): {exc}"
                 raise InvalidEvent(reason) from None
             raise
-        publisher = get_publisher()
-        return [publisher.publish_async(o.topic, o.payload, **o.options) for o in outgoing]
+        return sink().send(outgoing)
     except InvalidEvent:
         raise
     except Exception as exc:

@@ -24,6 +24,7 @@ from tidings.names import (
     DEAD_QUEUE,
     REASON_HEADER,
     REDELIVERIES_HEADER,
+    REPLAYS_HEADER,
     ROUTING_KEY_HEADER,
     TASK_HEADER,
 )
@@ -72,10 +73,14 @@ class LetterBox:
         what = f"task {task.name} {task.id}" if task else "raw event"
         log.warning("dead-lettering %s: %s", what, reason)
         if task is not None:
+            headers = {REASON_HEADER: reason, TASK_HEADER: task.name}
+            replays = (message.headers or {}).get(REPLAYS_HEADER) if message else None
+            if replays:
+                headers[REPLAYS_HEADER] = replays  # a task that keeps coming back shows it
             self._publish(
                 task.body(),
                 routing_key=DEAD_QUEUE,
-                headers={REASON_HEADER: reason, TASK_HEADER: task.name},
+                headers=headers,
                 content_type="application/json",
                 content_encoding="utf-8",
             )

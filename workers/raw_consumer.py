@@ -22,7 +22,7 @@ from tidings.errors import InvalidEvent, PublishRefused
 from tidings.names import EVENTS_QUEUE
 from workers import amqp_tolerance
 from workers.queues import dead_queue, events_exchange, events_queue
-from workers.runtime import ledger, open_ledger, settings
+from workers.runtime import ledger, open_ledger, settings, sink
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +62,7 @@ class RawEventConsumer(bootsteps.ConsumerStep):  # type: ignore[misc]
             event = events.decode(message.body)
             given = event.get("event_id")
             default = None if given else events.derived_event_id(message.body, _message_id(message))
-            outgoing = events.plan(event, default)
-            publisher = get_publisher()
-            futures = [publisher.publish_async(o.topic, o.payload, **o.options) for o in outgoing]
+            futures = sink().send(events.plan(event, default))
         except InvalidEvent as exc:
             ledger.fail(entry, exc)
             return

@@ -10,9 +10,14 @@ import os
 from functools import lru_cache
 from typing import Any
 
+from publisher import get_publisher
+from publisher.acked import Acked
+from stores.history import RedisHistory
+from tidings.events import Outgoing
 from tidings.settings import Settings
 from workers.ledger import Ledger
 from workers.letterbox import LetterBox, confirming
+from workers.relay import Relay
 
 
 @lru_cache(maxsize=1)
@@ -25,6 +30,24 @@ def settings() -> Settings:
 # consumer publishes.
 letters = LetterBox(lambda: confirming(settings().broker_url)())
 ledger = Ledger(letters)
+
+
+class LocalSink:
+    """Memory mode: the publishes go to this node's router, through the process's Publisher."""
+
+    def send(self, outgoing: list[Outgoing]) -> list[Acked]:
+        publisher = get_publisher(settings())
+        return [publisher.publish_async(o.topic, o.payload, **o.options) for o in outgoing]
+
+
+@lru_cache(maxsize=1)
+def sink() -> LocalSink | Relay:
+    """Where a message's publishes go: this node's router, or in shared mode every node."""
+    config = settings()
+    if not config.redis_url:
+        return LocalSink()
+    history = RedisHistory(config.redis_url, config.history_size, config.history_ttl)
+    return Relay(history, confirming(config.broker_url))
 
 
 def open_ledger(hub: Any) -> Ledger:

@@ -16,7 +16,7 @@ from tidings.errors import InvalidEvent, PublishRefused, PublishTimeout
 from tidings.names import ENTITY_CHANGED_TASK, MAINTENANCE_TASK, PUBLISH_TASK
 from workers.celery_app import app
 from workers.letterbox import TaskCall
-from workers.runtime import ledger, letters, settings
+from workers.runtime import ledger, letters, settings, sink
 
 log = logging.getLogger(__name__)
 MAX_RETRY_DELAY = 30.0
@@ -63,7 +63,7 @@ class PublishingTask(Task):  # type: ignore[misc]
             self.dead_letter(str(exc))
             return 0
         publisher = get_publisher(settings())
-        futures = [publisher.publish_async(o.topic, o.payload, **o.options) for o in outgoing]
+        futures = sink().send(outgoing)
         ready = request.id and not request.is_eager and ledger.ready()
         if ready and ledger.adopt(self._call(), futures):
             return len(outgoing)

@@ -130,3 +130,24 @@ def send_task(broker_url) -> Iterator[Callable[..., str]]:
 
     yield send
     app.close()
+
+
+@pytest.fixture
+def send_task_to() -> Iterator[Callable[[str], Callable[..., str]]]:
+    """Like `send_task`, on a broker of the test's choosing (its own vhost)."""
+    from celery import Celery
+
+    apps: list[Celery] = []
+
+    def sender(broker_url: str) -> Callable[..., str]:
+        app = Celery("someapp", broker=broker_url, set_as_current=False)
+        apps.append(app)
+
+        def send(name: str, *args: object, **kwargs: object) -> str:
+            return str(app.send_task(name, list(args), kwargs, queue="tidings").id)
+
+        return send
+
+    yield sender
+    for app in apps:
+        app.close()

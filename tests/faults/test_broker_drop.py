@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from tests.faults import rabbit
-from tests.faults.producers import EventSource, Stream
+from harness import rabbit
+from harness.producers import EventSource, Stream
 
 TOPIC = "tidings.user.fault-broker"
 EVENTS = 2400

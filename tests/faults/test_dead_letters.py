@@ -12,7 +12,7 @@ import pytest
 from kombu import Connection, Producer
 
 from harness.processes import base_env
-from tests.faults.producers import EventSource
+from harness.producers import EventSource
 from tidings.names import DEAD_QUEUE, REASON_HEADER, ROUTING_KEY_HEADER, TASK_HEADER
 
 TIDINGS = str(Path(sys.executable).parent / "tidings")

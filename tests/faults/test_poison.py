@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 from kombu import Connection
 
+from harness import rabbit
+from harness.producers import EventSource
 from publisher import Publisher, PublishError
-from tests.faults import rabbit
-from tests.faults.producers import EventSource
 from tidings.names import DEAD_QUEUE, REASON_HEADER
 from tidings.settings import Settings
 

@@ -19,8 +19,8 @@ import time
 
 import pytest
 
-from tests.faults import rabbit
-from tests.faults.producers import EventSource, Stream
+from harness import rabbit
+from harness.producers import EventSource, Stream
 
 TOPIC = "tidings.user.fault-router"
 EVENTS = 2400

@@ -17,10 +17,10 @@ import time
 
 import pytest
 
+from harness import rabbit
 from harness.memory import MemorySampler, MiB, tree_connections
 from harness.processes import ROOT
-from tests.faults import rabbit
-from tests.faults.producers import EventSource, Stream
+from harness.producers import EventSource, Stream
 from tests.faults.stalled_client import StalledSubscriber
 
 TOPIC = "tidings.user.fault-slow"

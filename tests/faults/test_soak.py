@@ -13,9 +13,9 @@ import time
 
 import pytest
 
+from harness import rabbit
 from harness.memory import MiB, tree_rss
-from tests.faults import rabbit
-from tests.faults.producers import EventSource, Stream
+from harness.producers import EventSource, Stream
 
 TOPIC = "tidings.user.fault-soak"
 RATE = 600.0  # per second; one event in TASK_EVERY is a Celery task

@@ -1,5 +1,6 @@
-// The page's one WAMP connection: fresh ticket per connect, reconnect with backoff,
-// resubscribe, recover missed events through tidings.history.since, drop duplicates.
+// The page's one WAMP connection: fresh ticket per connect, reconnect with backoff (to the
+// next router of its list when its own is gone), resubscribe, recover missed events
+// through tidings.history.since, drop duplicates.
 
 const HISTORY_GAP = "tidings.error.history_gap";
 // Refusals a new ticket cannot fix: stop and say so.
@@ -11,11 +12,12 @@ const MAX_DELAY = 4;
 export class Live {
   /**
    * @param {object} options
-   * @param {string} options.url   WebSocket URL of the router
+   * @param {string|string[]} options.url  WebSocket URL of the router, or of each router node
    * @param {() => Promise<string>} options.ticket  a NEW one-time ticket on every call
    */
   constructor({ url, realm = "tidings", ticket }) {
-    this.url = url;
+    this.urls = Array.isArray(url) ? url : [url];
+    this.index = 0;
     this.realm = realm;
     this.fetchTicket = ticket;
     this.state = "connecting";
@@ -54,7 +56,10 @@ export class Live {
    * retained: ask the router for the retained event.
    */
   follow(topic, handler, { history = true, backfill = false, retained = false, onError } = {}) {
-    const follow = { topic, handler, history, backfill, retained, onError, lastId: null, seen: new Set() };
+    const follow = {
+      topic, handler, history, backfill, retained, onError, lastId: null, seen: new Set(),
+      place: new Place(),
+    };
     this.follows.push(follow);
     if (this.session) this.subscribe(this.session, follow).then(() => this.recover(this.session, follow));
     return follow;
@@ -63,6 +68,10 @@ export class Live {
   call(procedure, ...args) {
     if (!this.session) return Promise.reject(new Error("not connected"));
     return this.session.call(procedure, args);
+  }
+
+  get url() {
+    return this.urls[this.index];
   }
 
   start() {
@@ -93,9 +102,13 @@ export class Live {
     const delay = this.delay * (0.8 + Math.random() * 0.4);
     this.delay = Math.min(this.delay * 1.5, MAX_DELAY);
     this.setState(this.joins ? "reconnecting" : "connecting", { reason: why || reason, delay, wasJoined });
+    // A connection that never joined: its router is gone; try the next one.
+    const next = !wasJoined && this.urls.length > 1;
+    if (next) this.index = (this.index + 1) % this.urls.length;
     setTimeout(() => {
       try {
-        this.connection.open();
+        if (next) this.start();
+        else this.connection.open();
       } catch (error) {
         console.warn("tidings: reconnect skipped", error); // already opening
       }
@@ -130,13 +143,15 @@ export class Live {
 
   /** Ask the history for what this topic missed; returns how many events it delivered. */
   async recover(session, follow) {
-    if (!follow.history || (!follow.lastId && !(follow.backfill && this.joins === 1))) return 0;
+    const after = follow.place.resumeFrom() || follow.lastId;
+    if (!follow.history || (!after && !(follow.backfill && this.joins === 1))) return 0;
     let delivered = 0;
     // An answer is bounded in size: ask again from its last event until nothing is left.
     for (let round = 0; round < 50 && session.isOpen; round += 1) {
       let events;
       try {
-        events = await session.call("tidings.history.since", [follow.topic, follow.lastId]);
+        const from = follow.place.resumeFrom() || follow.lastId;
+        events = await session.call("tidings.history.since", [follow.topic, from]);
       } catch (error) {
         if (error.error === HISTORY_GAP) this.emit("gap", follow.topic);
         else console.warn(`tidings: no history for ${follow.topic}`, error.error || error);
@@ -151,6 +166,7 @@ export class Live {
   /** Hand an event to its handler once; false for a duplicate. */
   deliver(follow, payload, recovered = false) {
     const id = payload && payload.event_id;
+    if (payload) follow.place.saw(payload.position);
     if (id) {
       follow.lastId = id;
       if (follow.seen.has(id)) return false;
@@ -163,5 +179,39 @@ export class Live {
       console.warn(`tidings: handler of ${follow.topic} failed`, error);
     }
     return true;
+  }
+}
+
+/**
+ * Where to resume a topic in shared mode: after the last event of an unbroken run of
+ * positions (`<epoch>:<offset>`, consecutive per topic), so that an event that came
+ * late or not at all is asked for again; null without positions (memory mode).
+ */
+class Place {
+  constructor() {
+    this.epoch = null;
+    this.run = 0;
+    this.above = new Set();
+  }
+
+  saw(position) {
+    if (typeof position !== "string") return;
+    const at = position.lastIndexOf(":");
+    const epoch = position.slice(0, at);
+    const offset = Number(position.slice(at + 1));
+    if (!Number.isSafeInteger(offset)) return;
+    if (epoch !== this.epoch) {
+      this.epoch = epoch;
+      this.run = offset;
+      this.above.clear();
+      return;
+    }
+    if (offset > this.run) this.above.add(offset);
+    while (this.above.delete(this.run + 1)) this.run += 1;
+    if (this.above.size > 10000) this.above.clear(); // never grows without bound
+  }
+
+  resumeFrom() {
+    return this.epoch === null ? null : `${this.epoch}:${this.run}`;
   }
 }

@@ -22,11 +22,16 @@ export async function signIn(params) {
   }
   addNames(Object.fromEntries(demo.users.map((u) => [u.id, u.name])));
   const user = params.get("user");
-  if (user && USER_ID.test(user)) {
+  const known = demo.users.some((u) => u.id === user);
+  if (user && known) {
     return { ticket: () => dev.devTicket(user), devMode: true, user };
   }
   pickUser(demo.users, params);
-  if (user) signinError(`"${user}" is not a user id: use letters, digits, "_" or "-".`);
+  if (user && !USER_ID.test(user)) {
+    signinError(`"${user}" is not a user id: use letters, digits, "_" or "-".`);
+  } else if (user) {
+    signinError(`"${user}" is not one of the demo users: pick one below.`);
+  }
   return null;
 }
 
