@@ -182,8 +182,8 @@ def start_feed(body: dict[str, Any], match: re.Match[str]) -> tuple[int, dict[st
     count, interval = body.get("count", 120), body.get("interval", 0.5)
     if not isinstance(count, int) or not 0 < count <= MAX_FEED_COUNT:
         raise HttpError(400, f"count must be 1 to {MAX_FEED_COUNT}")
-    if not isinstance(interval, int | float) or interval < MIN_FEED_INTERVAL:
-        raise HttpError(400, f"interval must be at least {MIN_FEED_INTERVAL} s")
+    if not isinstance(interval, int | float) or not MIN_FEED_INTERVAL <= interval <= 60:
+        raise HttpError(400, f"interval must be {MIN_FEED_INTERVAL} to 60 s")
     return 200, {"left": feed.start(count, float(interval)), "topic": PRICE_TOPIC}
 
 
@@ -203,7 +203,8 @@ def _dispatch(environ: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         raise HttpError(404, "not found")
     _refuse_cross_origin(environ)
     path, method = environ.get("PATH_INFO") or "/", environ.get("REQUEST_METHOD", "GET")
-    if method == "POST" and not environ.get("CONTENT_TYPE", "").startswith("application/json"):
+    media_type = environ.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower()
+    if method == "POST" and media_type != "application/json":
         # A form or text/plain POST is what another site can send without asking.
         raise HttpError(415, "send JSON: Content-Type application/json")
     allowed = False
@@ -218,7 +219,12 @@ def _dispatch(environ: dict[str, Any]) -> tuple[int, dict[str, Any]]:
 
 
 def _refuse_cross_origin(environ: dict[str, Any]) -> None:
-    """Only the page's own origin (or a tool that names none) may use the endpoint."""
+    """Only the page's own origin (or a tool that names none) may use the endpoint, and
+    only under a loopback name: a page of another site that made its name point here
+    (DNS rebinding) would otherwise pass as the page's own."""
+    host = environ.get("HTTP_HOST", "").rsplit(":", 1)[0]
+    if host not in ("127.0.0.1", "localhost", "[::1]"):
+        raise HttpError(403, "the development endpoint answers only on 127.0.0.1 or localhost")
     origin = environ.get("HTTP_ORIGIN")
     own = f"{environ.get('wsgi.url_scheme', 'http')}://{environ.get('HTTP_HOST', '')}"
     site = environ.get("HTTP_SEC_FETCH_SITE", "same-origin")

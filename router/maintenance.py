@@ -19,6 +19,7 @@ from twisted.internet.defer import DeferredLock, ensureDeferred
 from twisted.internet.threads import deferToThread
 
 from router.later import sleep
+from router.principals import browser_errors
 from stores.maintenance import make_store
 from tidings import catalogue
 from tidings.errors import UNAVAILABLE
@@ -83,7 +84,8 @@ class Maintenance(ApplicationSession):  # type: ignore[misc]
     def current(self) -> dict[str, Any]:
         return self.state if self.state is not None else dict(OFF)
 
-    def status(self) -> dict[str, Any]:
+    @browser_errors
+    async def status(self) -> dict[str, Any]:
         """`tidings.maintenance.status()`: the last maintenance event, or "off"."""
         if not self.loaded and self.state is None:
             raise ApplicationError(

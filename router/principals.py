@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -101,8 +102,14 @@ def browser_errors(
 ) -> Callable[..., Awaitable[T]]:
     """A procedure browsers call: they see `tidings.error.*` only, never an internal error."""
 
+    signature = inspect.signature(procedure)
+
     @functools.wraps(procedure)
     async def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            signature.bind(*args, **kwargs)
+        except TypeError:
+            raise ApplicationError(INVALID_ARGUMENT, "wrong arguments") from None
         try:
             return await procedure(*args, **kwargs)
         except ApplicationError:

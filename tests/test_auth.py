@@ -27,6 +27,8 @@ def test_wrong_backend_secret_is_refused(router):
 
 
 def test_anonymous_access_is_refused(router):
-    for url in (router.ws_url, router.rs_url):
-        error = refusal(url, Credentials(None, "anonymous", ""))
-        assert error.startswith("wamp.error.no_auth_method:"), error
+    # A browser is told in tidings' words; the backend's RawSocket in Crossbar's.
+    error = refusal(router.ws_url, Credentials(None, "anonymous", ""))
+    assert error.startswith("tidings.error.invalid_ticket:"), error
+    error = refusal(router.rs_url, Credentials(None, "anonymous", ""))
+    assert error.startswith("wamp.error.no_auth_method:"), error

@@ -95,3 +95,19 @@ def test_in_development_dev_serves_the_demo_users_to_the_page_only(router):
     # Only the demo users.
     status, body = post(url, {"user": "7"})
     assert status == 403 and "demo users" in body["error"]
+
+
+def test_the_dev_endpoint_answers_only_under_a_loopback_name(router):
+    # Before: a page of another site that made its name point to 127.0.0.1 (DNS
+    # rebinding) sent Host and Origin of its own, which matched each other.
+    evil = "rebind.evil.example"
+    port = router.web_port
+    status, body = post(
+        f"{router.http_url}dev/ticket",
+        {"user": "1"},
+        Host=f"{evil}:{port}",
+        Origin=f"http://{evil}:{port}",
+    )
+    assert status == 403 and "127.0.0.1 or localhost" in body["error"]
+    status, _ = post(f"{router.http_url}dev/feed", {"interval": float("nan")})
+    assert status == 400

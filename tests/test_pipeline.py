@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from datetime import UTC, datetime
 
 from celery import Celery
 from kombu import Connection, Exchange, Producer, Queue
@@ -37,12 +38,13 @@ def test_task_from_plain_celery_client_reaches_subscriber(router, worker, broker
     sub = Subscriber(router.ws_url, "7", ["tidings.user.7"]).start()
     try:
         client = plain_celery(broker_url)
-        client.send_task(
+        sent = client.send_task(
             "tidings.publish", ["tidings.user.7", {"text": "hello"}], {}, queue="tidings"
         )
         (event,) = sub.wait_count(1)
         assert event["text"] == "hello"
-        uuid.UUID(event["event_id"])  # stamped by the worker so clients can drop duplicates
+        # The task id, stamped by the worker: a redelivered copy carries the same one.
+        assert event["event_id"] == sent.id
     finally:
         sub.close()
 
@@ -185,19 +187,29 @@ def test_tasks_the_consumer_leaves_to_the_pool_arrive_and_misfits_are_dead_lette
         marker = f"marker-args-{uuid.uuid4()}"
         topic = "tidings.user.12"
 
-        def send(args: list, kwargs: dict | None = None, **options) -> None:
-            client.send_task("tidings.publish", args, kwargs, queue="tidings", **options)
+        def send(args: list, kwargs: dict | None = None, **options) -> str:
+            result = client.send_task("tidings.publish", args, kwargs, queue="tidings", **options)
+            return str(result.id)
 
         send([topic, {"m": marker}, None, None, False, "one too many"])
         send([topic, {"m": "bad-" + marker}], {"exclude_authids": 5})
-        send([topic, {"n": "later"}], countdown=1)
+        sent_at = datetime.now(UTC)
+        later = send([topic, {"n": "later"}], countdown=2)
         linked = client.signature(
             "tidings.publish", [topic, {"n": "linked"}], immutable=True, queue="tidings"
         )
-        send([topic, {"n": "first"}], link=linked)
-        send([topic, {"n": "inline"}])
-        received = sub.wait_count(4, timeout=20)
-        assert sorted(e["n"] for e in received) == ["first", "inline", "later", "linked"]
+        first = send([topic, {"n": "first"}], link=linked)
+        inline = send([topic, {"n": "inline"}])
+        received = {e["n"]: e for e in sub.wait_count(4, timeout=20)}
+        assert sorted(received) == ["first", "inline", "later", "linked"]
+        # The countdown is kept: planned (stamped) no earlier than two seconds on.
+        planned = datetime.fromisoformat(received["later"]["at"].replace("Z", "+00:00"))
+        assert (planned - sent_at).total_seconds() >= 1.9, (planned, sent_at)
+        # Which path each took: Celery's pool logs a task it runs; the consumer does not.
+        pool = "".join(worker.log.lines)
+        assert f"Task tidings.publish[{later}] received" in pool
+        assert f"Task tidings.publish[{first}] received" in pool
+        assert f"Task tidings.publish[{inline}] received" not in pool
         dead = read_dead(broker_url, "bad-" + marker)
         assert "exclude_authids must be a list of user ids" in dead["headers"]["x-tidings-reason"]
         dead = read_dead(broker_url, marker)

@@ -30,6 +30,7 @@ def node_queue(node: str) -> str:
     """The delivery queue of a router node (shared mode)."""
     return f"tidings.node.{node}"
 
+
 REASON_HEADER = "x-tidings-reason"
 # Where a dead letter came from, so that it can be replayed: the routing key
 # of a raw event, or the name of a Celery task.

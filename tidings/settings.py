@@ -40,6 +40,10 @@ _NODE_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
 class Limits:
     """What one browser may hold or ask of the router (router/guards.py enforces them)."""
 
+    # Messages one session, and all sessions of one address, send per second
+    # (twice as many in a burst).
+    message_rate: float = 20.0
+    address_rate: float = 200.0
     # Bytes of a topic or procedure URI.
     uri_bytes: int = 512
     # Subscriptions one session holds at once.
@@ -51,8 +55,10 @@ class Limits:
     # Bytes the router holds for one session that does not read its socket;
     # past this the session is dropped (it recovers after reconnecting).
     unsent_bytes: int = 4 << 20
-    # Seconds a connection may stay without a joined session.
+    # Seconds a connection may stay without a joined session, and without having
+    # sent its request headers.
     hello_timeout: float = 5.0
+    request_timeout: float = 10.0
     # WebSocket connections from one address at once; 0: no limit.
     connections_per_address: int = 100
 
@@ -117,12 +123,15 @@ class Settings:
             node_queue_bytes=read.number("TIDINGS_NODE_QUEUE_BYTES", 256 << 20, int, "bytes"),
             node_queue_expires=read.number("TIDINGS_NODE_QUEUE_EXPIRES", 3600, int, "seconds"),
             limits=Limits(
+                message_rate=read.number("TIDINGS_MESSAGE_RATE", 20.0, float, "per second"),
+                address_rate=read.number("TIDINGS_ADDRESS_RATE", 200.0, float, "per second"),
                 uri_bytes=read.number("TIDINGS_MAX_URI_BYTES", 512, int, "bytes"),
                 subscriptions=read.number("TIDINGS_MAX_SUBSCRIPTIONS", 1000, int, "a whole number"),
                 call_rate=read.number("TIDINGS_CALL_RATE", 20.0, float, "calls per second"),
                 calls_in_flight=read.number("TIDINGS_MAX_CALLS_IN_FLIGHT", 16, int, "calls"),
                 unsent_bytes=read.number("TIDINGS_MAX_UNSENT_BYTES", 4 << 20, int, "bytes"),
                 hello_timeout=read.number("TIDINGS_HELLO_TIMEOUT", 5.0, float, "seconds"),
+                request_timeout=read.number("TIDINGS_REQUEST_TIMEOUT", 10.0, float, "seconds"),
                 connections_per_address=read.number(
                     "TIDINGS_MAX_CONNECTIONS_PER_ADDRESS", 100, int, "connections", zero=True
                 ),

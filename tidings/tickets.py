@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ MAX_TTL = 3600
 # Tolerated clock skew between the app that issues and the router that verifies.
 LEEWAY = 5
 MAX_TICKET_BYTES = 8192
+# A user id is one component of a topic (`tidings.user.<id>`).
+USER_ID = re.compile(r"[A-Za-z0-9_\-]{1,64}")
 
 
 class JtiStore(Protocol):
@@ -88,8 +91,10 @@ def verify(token: object, secret: str, used: JtiStore) -> Claims:
     if isinstance(iat, int | float) and iat > now + LEEWAY:
         raise TicketError("invalid", "the ticket was issued in the future")
     sub, jti, perms = claims["sub"], claims["jti"], claims.get("perms", [])
-    if not isinstance(sub, str) or not sub or "." in sub or len(sub) > 64:
-        raise TicketError("invalid", "the ticket's sub must be a user id without dots")
+    if not isinstance(sub, str) or not USER_ID.fullmatch(sub):
+        raise TicketError(
+            "invalid", "the ticket's sub must be a user id of letters, digits, '_' or '-'"
+        )
     if not isinstance(jti, str) or not jti or len(jti) > 128:
         raise TicketError("invalid", "the ticket's jti must be a non-empty string")
     if not isinstance(perms, list) or not all(isinstance(p, str) for p in perms):

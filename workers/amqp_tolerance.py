@@ -1,11 +1,13 @@
-"""A header py-amqp cannot decode must cost its message, not the connection.
+"""A header or property py-amqp cannot decode must cost its message, not the connection.
 
 py-amqp turns an AMQP timestamp in a header table into a `datetime`, and
-raises for one beyond the year 9999. Raised while reading a frame, that
-looks like a broken connection: Celery reconnects, RabbitMQ hands the same
+raises for one beyond the year 9999; it decodes short strings (properties
+such as `message_id` or `content_type`, header names and values) as UTF-8,
+and raises for bytes that are not. Raised while reading a frame, either
+looks like a broken connection or kills the worker: RabbitMQ hands the same
 message out again, and every later message waits behind it, forever. With
-`install()` such a value is decoded as the number it is, marked, so that the
-worker dead-letters its message with the reason (`undecodable`).
+`install()` such a value is decoded anyway, marked, so that the worker
+dead-letters its message with the reason (`undecodable`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,19 @@ class UndecodableTimestamp(int):
 
     def replace(self, **_: Any) -> UndecodableTimestamp:
         return self  # py-amqp calls .replace(tzinfo=None) on what it decoded
+
+
+class UndecodableText(str):
+    """Bytes that are not UTF-8, decoded with replacement characters."""
+
+
+def _text(data: bytes | str) -> str:
+    if isinstance(data, str):
+        return data  # py-amqp passes its own format strings through here too
+    try:
+        return data.decode("utf-8", "surrogatepass")  # as py-amqp itself does
+    except UnicodeDecodeError:
+        return UndecodableText(data.decode("utf-8", "replace"))
 
 
 class _DatetimeMeta(type):
@@ -39,20 +54,30 @@ class _TolerantDatetime(metaclass=_DatetimeMeta):
             return UndecodableTimestamp(seconds)
 
 
+def _named(key: Any) -> str:
+    return key if isinstance(key, str) else str(key)  # keeps an UndecodableText as it is
+
+
 def install() -> None:
-    """Decode out-of-range header timestamps instead of raising; idempotent."""
+    """Decode out-of-range timestamps and text that is not UTF-8 instead of raising;
+    idempotent."""
     amqp.serialization.datetime = _TolerantDatetime  # type: ignore[misc]
+    amqp.serialization.pstr_t = _text  # type: ignore[attr-defined]
 
 
-def undecodable(headers: Any) -> str | None:
-    """Why a message's headers cannot be taken as they are, or None."""
-    stack = [("", headers)]
+def undecodable(headers: Any, properties: Any = None) -> str | None:
+    """Why a message's headers (or properties) cannot be taken as they are, or None."""
+    stack = [("", headers), *(((f"property {k}", v) for k, v in (properties or {}).items()))]
     while stack:
         name, value = stack.pop()
         if isinstance(value, UndecodableTimestamp):
             return f"header {name!r} holds a timestamp beyond the year 9999 ({int(value)} s)"
+        if isinstance(value, UndecodableText) or isinstance(name, UndecodableText):
+            return f"{name!r} holds bytes that are not UTF-8"
         if isinstance(value, dict):
-            stack.extend((str(key), item) for key, item in value.items())
+            stack.extend(
+                (key if isinstance(key, str) else str(key), item) for key, item in value.items()
+            )
         elif isinstance(value, list | tuple):
             stack.extend((name, item) for item in value)
     return None
@@ -64,10 +89,22 @@ def encodable(headers: dict[str, Any]) -> dict[str, Any]:
     def clean(value: Any) -> Any:
         if isinstance(value, UndecodableTimestamp):
             return f"timestamp {int(value)}"
+        if isinstance(value, UndecodableText):
+            return str.__str__(value)  # the replaced text: valid UTF-8
         if isinstance(value, dict):
-            return {key: clean(item) for key, item in value.items()}
+            return {clean(key): clean(item) for key, item in value.items()}
         if isinstance(value, list | tuple):
             return [clean(item) for item in value]
         return value
 
-    return {key: clean(value) for key, value in headers.items()}
+    return {clean(key): clean(value) for key, value in headers.items()}
+
+
+def unreadable(message: Any) -> str | None:
+    """Why a delivered message cannot be taken as it is (see `undecodable`), or None."""
+    properties = {
+        **(message.properties or {}),
+        "content_type": message.content_type,
+        "content_encoding": message.content_encoding,
+    }
+    return undecodable(message.headers, properties)

@@ -102,7 +102,7 @@ def strategy(task: Any, app: Any, consumer: Any, **kwargs: Any) -> Callable[...,
         args, task_kwargs, _ = decoded  # needs_celery() checked its shape
         call = TaskCall(task.name, task_id, args, task_kwargs)
         entry = ledger.open(message, TASK_QUEUE, call)
-        unreadable = amqp_tolerance.undecodable(headers)
+        unreadable = amqp_tolerance.unreadable(message)
         if unreadable:
             ledger.fail(entry, InvalidEvent(unreadable))
             return

@@ -54,7 +54,7 @@ class RawEventConsumer(bootsteps.ConsumerStep):  # type: ignore[misc]
     def on_message(self, message: Message) -> None:
         self.consumed += 1
         entry = ledger.open(message, EVENTS_QUEUE)
-        unreadable = amqp_tolerance.undecodable(message.headers)
+        unreadable = amqp_tolerance.unreadable(message)
         if unreadable:
             ledger.fail(entry, InvalidEvent(unreadable))
             return

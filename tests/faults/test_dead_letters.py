@@ -106,3 +106,31 @@ def test_list_then_replay_events_and_tasks(router, vhost, start_worker, subscrib
         assert again["routing_key"] == "entity.updated"
     finally:
         source.close()
+
+
+def test_a_task_replayed_twice_says_so_and_purge_drops_for_good(
+    router, vhost, start_worker, subscribe
+):
+    # Before: a replayed task went back without headers, so its count stayed 0.
+    start_worker(router, vhost)
+    source = EventSource(vhost, TOPIC)
+    try:
+        source.send_task("tidings.publish", [TOPIC, ["not", "an", "object"]])
+
+        def listed(count: int) -> list[dict]:
+            for _ in range(100):
+                listing = json.loads(tidings("list", "--json", broker_url=vhost).stdout)
+                if listing["count"] == count:
+                    return listing["first"]
+            raise AssertionError(f"{count} letters expected: {listing}")
+
+        assert listed(1)[0]["replays"] == 0
+        for times in (1, 2):
+            replayed = tidings("replay", broker_url=vhost).stdout
+            assert "replayed 0 events and 1 tasks; 0 left" in replayed
+            (letter,) = listed(1)  # the worker dead-letters it again, counted
+            assert letter["task"] == "tidings.publish" and letter["replays"] == times, letter
+        assert "dropped 1 dead letters" in tidings("purge", broker_url=vhost).stdout
+        assert json.loads(tidings("list", "--json", broker_url=vhost).stdout)["count"] == 0
+    finally:
+        source.close()

@@ -171,3 +171,49 @@ def test_py_amqp_decodes_header_timestamps_through_its_module_datetime():
     assert "from datetime import datetime" in text
     assert text.count("datetime.fromtimestamp(") == 2
     assert "isinstance(v, datetime)" in text
+
+
+def test_crossbar_websocket_server_sends_each_wamp_message_through_send():
+    # router.outgoing is wired in on WampWebSocketServerProtocol.send(self, msg),
+    # which crossbar inherits from autobahn's WampWebSocketProtocol.
+    tree = ast.parse(_module_text("crossbar.router.protocol"))
+    name = "WampWebSocketServerProtocol"
+    (server,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name]
+    assert [ast.unparse(b) for b in server.bases] == ["websocket.WampWebSocketServerProtocol"]
+    assert "send" not in [n.name for n in server.body if isinstance(n, ast.FunctionDef)]
+    assert _method_args("autobahn.wamp.websocket", "WampWebSocketProtocol", "send") == [
+        "self",
+        "msg",
+    ]
+
+
+def test_twisted_http_channel_hooks_the_request_deadline_uses():
+    # router.connection_limits: connectionMade, allHeadersReceived, requestDone, persistent.
+    from twisted.web.http import HTTPChannel
+
+    for name in ("connectionMade", "allHeadersReceived", "requestDone"):
+        assert callable(getattr(HTTPChannel, name)), name
+    assert "self.persistent = " in _source(HTTPChannel.allHeadersReceived)
+    assert list(inspect.signature(HTTPChannel.requestDone).parameters) == ["self", "request"]
+
+
+def test_autobahn_drop_stops_parsing_frames_already_read():
+    # router.session_limits.drop: dropConnection(abort=True) sets STATE_CLOSED,
+    # which ends consumeData's loop; `data` holds what was read and not parsed.
+    from autobahn.websocket.protocol import WebSocketProtocol
+
+    drop = _source(WebSocketProtocol.dropConnection)
+    assert "self.state = WebSocketProtocol.STATE_CLOSED" in drop
+    assert "self.wasNotCleanReason" in _source(WebSocketProtocol)
+    consume = " ".join(_source(WebSocketProtocol.consumeData).split())
+    assert "while self.processData() and self.state != WebSocketProtocol.STATE_CLOSED" in consume
+    assert "self.data += data" in _source(WebSocketProtocol._dataReceived)
+
+
+def test_py_amqp_decodes_short_strings_through_its_module_pstr_t():
+    # workers.amqp_tolerance replaces `amqp.serialization.pstr_t`.
+    import amqp.serialization
+
+    text = inspect.getsource(amqp.serialization)
+    assert "def _read_item(" in text and "pstr_t(" in text
+    assert text.count("pstr_t(") >= 3

@@ -23,6 +23,7 @@ def call(method: str, path: str, body: Any = None) -> tuple[str, dict[str, Any]]
         "PATH_INFO": path,
         "CONTENT_LENGTH": str(len(data)),
         "CONTENT_TYPE": "application/json",  # as the page sends it
+        "HTTP_HOST": "127.0.0.1:8080",
         "wsgi.input": io.BytesIO(data),
     }
     status: list[str] = []

@@ -25,3 +25,24 @@ def test_a_header_timestamp_beyond_9999_is_decoded_marked_and_written_back_as_te
     assert reason is not None and "beyond the year 9999" in reason
     assert amqp_tolerance.encodable(headers) == {"x-sent": f"timestamp {seconds}"}
     assert amqp_tolerance.undecodable({"x-sent": "2026-11-28"}) is None
+
+
+def test_a_property_that_is_not_utf8_is_decoded_marked_and_written_back_as_text():
+    # Before: py-amqp raised UnicodeDecodeError while reading the message and the
+    # worker died, again on every restart.
+    amqp_tolerance.install()
+    text = amqp.serialization.pstr_t(b"\xff\xfeid")
+    assert isinstance(text, amqp_tolerance.UndecodableText)
+    message = type(
+        "Message",
+        (),
+        {
+            "headers": {},
+            "properties": {"message_id": text},
+            "content_type": "a",
+            "content_encoding": "b",
+        },
+    )()
+    assert "not UTF-8" in (amqp_tolerance.unreadable(message) or "")
+    assert amqp_tolerance.encodable({"x": text})["x"] == "\ufffd\ufffdid"
+    assert amqp.serialization.pstr_t(b"fine") == "fine"
