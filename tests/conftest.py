@@ -16,7 +16,6 @@ from harness.processes import Router, Worker
 os.environ.update(processes.base_env())
 
 
-
 @pytest.fixture(scope="session")
 def broker_url() -> Iterator[str]:
     """A vhost of this run's own (or a broker of its own): nothing to purge, nothing shared."""

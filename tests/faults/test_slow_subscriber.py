@@ -2,12 +2,14 @@
 
 Crossbar has no per-session queue limit: what a subscriber does not read is
 buffered in the router's memory (Twisted's userland write buffer, after the
-kernel's socket buffers fill). What bounds it is the WebSocket auto-ping of
-`.crossbar/config.json`: a client that does not read does not answer pings
-either, so the router drops it `auto_ping_interval` + `auto_ping_timeout`
-after its last traffic, and frees the buffer. The others are not slowed: the
-router never waits for a slow receiver. The test measures the router's
-resident memory (controller and router processes) throughout.
+kernel's socket buffers fill). tidings bounds it: once more than
+`TIDINGS_MAX_UNSENT_BYTES` (4 MiB) wait for one browser, the router drops it
+and frees the buffer (router.session_limits); a client that does not read
+does not answer the WebSocket auto-ping either, which drops it
+`auto_ping_interval` + `auto_ping_timeout` after its last traffic when
+little is sent. The others are not slowed: the router never waits for a slow
+receiver. The test measures the router's resident memory (controller and
+router processes) throughout, and asserts both bounds.
 """
 
 from __future__ import annotations
@@ -28,6 +30,12 @@ RATE = 300.0
 PAD = 4096  # bytes of filler per event: the buffered backlog grows by RATE * PAD a second
 SLACK = 10.0  # seconds beyond the auto-ping bound, for a loaded machine
 OUTLAST = 3.0  # seconds the stream goes on beyond the bound, so the drop happens mid-stream
+UNSENT = 4 * MiB  # TIDINGS_MAX_UNSENT_BYTES, the default
+# Router memory beyond its baseline while a client stalls: the unsent bound,
+# and what the router holds for the events in flight (measured: see the tally).
+MAX_GROWTH = UNSENT + 16 * MiB
+# Seconds the reading subscribers may trail the end of the stream.
+MAX_LAG = 5.0
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -112,6 +120,10 @@ def test_stalled_subscriber_is_dropped_and_others_keep_up(
             router_rss_mib_peak=round(peak / MiB),
             router_rss_mib_after=round(after / MiB),
         )
+        assert peak - baseline < MAX_GROWTH, (
+            f"the router grew by {(peak - baseline) / MiB:.0f} MiB for one stalled client"
+        )
+        assert drained_after < MAX_LAG, f"the others trailed the stream by {drained_after:.1f} s"
     finally:
         stalled.close()
         memory.stop()

@@ -10,6 +10,7 @@ cut from each stop until the counting subscriber is back (see there why).
 from __future__ import annotations
 
 import time
+from statistics import linear_regression
 
 import pytest
 
@@ -21,8 +22,17 @@ TOPIC = "tidings.user.fault-soak"
 RATE = 600.0  # per second; one event in TASK_EVERY is a Celery task
 TASK_EVERY = 20
 CHECKPOINTS = 4  # memory readings per router process
-# "Flat": growth of a process from its first reading to its last.
+# "Flat": growth of a process from its first reading to its last, and the
+# slope of a line fitted through its readings against events delivered. A
+# leak of 1 KiB per event is 100 MB over the 100k soak; the slope catches it
+# at 10k, where the growth bound alone would let 4 KiB per event pass.
 MAX_GROWTH = 40 * MiB
+MAX_BYTES_PER_EVENT = 1024
+
+
+def bytes_per_event(delivered: list[int], rss: list[int]) -> float:
+    """The slope of the least-squares line through (delivered, rss)."""
+    return linear_regression(delivered, rss).slope
 
 
 def restart_router(router, link, counter) -> float:
@@ -54,6 +64,7 @@ def test_soak_router_restarted_twice_exact_count_flat_memory(
     # router process, the router restarted after the first two processes.
     router_rss: list[list[int]] = [[], [], []]
     worker_rss: list[int] = []
+    points: list[int] = []  # events delivered at each reading
     outages = []
     step = events // (3 * CHECKPOINTS)
     try:
@@ -65,6 +76,7 @@ def test_soak_router_restarted_twice_exact_count_flat_memory(
                 counter.wait_received(delivered, timeout=max(120, events / 50))
                 readings.append(tree_rss(own_router.pid))
                 worker_rss.append(tree_rss(worker.pid))
+                points.append(delivered)
             if life < 2:
                 outages.append(round(restart_router(own_router, link, counter), 1))
         stream.join(timeout=events / 50)
@@ -80,6 +92,13 @@ def test_soak_router_restarted_twice_exact_count_flat_memory(
         # Growth from the first reading of each process (warmed up by then) to its last.
         router_growth = [readings[-1] - readings[0] for readings in router_rss]
         worker_growth = worker_rss[-1] - worker_rss[1]
+        # The router's per process; the worker's from its second router on (it
+        # reconnected once by then, and holds what a reconnect allocates).
+        router_slopes = [
+            bytes_per_event(points[n * CHECKPOINTS : (n + 1) * CHECKPOINTS], readings)
+            for n, readings in enumerate(router_rss)
+        ]
+        worker_slope = bytes_per_event(points[CHECKPOINTS:], worker_rss[CHECKPOINTS:])
         tally(
             produced=events,
             raw=source.raw_sent,
@@ -93,8 +112,14 @@ def test_soak_router_restarted_twice_exact_count_flat_memory(
             router_outages_s=outages,
             worker_rss_mib=[round(rss / MiB) for rss in worker_rss],
             router_rss_mib=[[round(rss / MiB) for rss in readings] for readings in router_rss],
+            worker_bytes_per_event=round(worker_slope),
+            router_bytes_per_event=[round(slope) for slope in router_slopes],
         )
         assert worker_growth < MAX_GROWTH, worker_rss
         assert all(growth < MAX_GROWTH for growth in router_growth), router_rss
+        assert worker_slope < MAX_BYTES_PER_EVENT, f"the worker grows {worker_slope:.0f} B/event"
+        assert max(router_slopes) < MAX_BYTES_PER_EVENT, (
+            f"the router grows {max(router_slopes):.0f} B/event"
+        )
     finally:
         source.close()
