@@ -17,8 +17,6 @@ INTERVAL = 0.5
 REFRESH = 2.0
 
 
-
-
 @dataclass
 class _Tracked:
     roots: Callable[[], list[int]]

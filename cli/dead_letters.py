@@ -44,9 +44,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         done = dead_letters.replay(settings.broker_url, args.limit, args.match)
     except (OperationalError, OSError) as exc:
         raise CliError(f"cannot reach the broker at {broker_where(settings)}: {exc}") from None
-    print(
-        f"replayed {done.events} events and {done.tasks} tasks; {done.left} left in {DEAD_QUEUE}"
-    )
+    print(f"replayed {done.events} events and {done.tasks} tasks; {done.left} left in {DEAD_QUEUE}")
     if args.match and not done.events + done.tasks and done.skipped:
         print(
             f"tidings dead-letters: no reason contains {args.match!r}; --match looks at the "

@@ -50,4 +50,3 @@ def rabbitmq_url() -> Iterator[str]:
         f"no RabbitMQ at {Connection(url).as_uri()} and no Docker engine for a testcontainer: "
         "start RabbitMQ (rabbitmq-server -detached) or set TIDINGS_BROKER_URL"
     )
-

@@ -203,4 +203,3 @@ class RedisPresence:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
