@@ -1,4 +1,5 @@
-"""Producers for the fault tests: numbered events, as raw JSON and as Celery tasks, each id kept."""
+"""Producers for the tests: an application's Celery client, one raw event, and numbered
+streams of both with every id kept."""
 
 from __future__ import annotations
 
@@ -19,6 +20,29 @@ RETRY_POLICY = {
     "interval_step": 0.25,
     "interval_max": 1.0,
 }
+
+
+def app_client(broker_url: str) -> Celery:
+    """A Celery client that knows nothing of tidings, as another application has."""
+    return Celery("someapp", broker=broker_url, set_as_current=False)
+
+
+def post_raw(
+    broker_url: str, body: bytes | str | dict[str, Any], routing_key: str = "entity.updated"
+) -> None:
+    """One raw event on the events exchange, as a producer in any language sends it."""
+    if isinstance(body, dict):
+        body = json.dumps(body)
+    with Connection(broker_url) as conn:
+        Producer(conn.channel(), exchange=EVENTS).publish(
+            body,
+            routing_key=routing_key,
+            content_type="application/json",
+            content_encoding="utf-8",
+            declare=[EVENTS],
+            delivery_mode=2,
+            serializer=None,
+        )
 
 
 class EventSource:

@@ -28,6 +28,7 @@ class RawWamp:
         self.buffer = b""
         self.status = ""
         self.session_id: int | None = None
+        self.welcome: list[Any] = []
         self.closed = False
 
     def open(self, timeout: float = 10) -> RawWamp:
@@ -68,7 +69,7 @@ class RawWamp:
         welcome = self.read()
         if welcome[0] != WELCOME:
             raise RuntimeError(f"expected WELCOME, got {welcome}")
-        self.session_id = int(welcome[1])
+        self.session_id, self.welcome = int(welcome[1]), welcome
         return self.session_id
 
     def send(self, message: list[Any]) -> None:

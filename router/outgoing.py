@@ -2,9 +2,9 @@
 
 Crossbar answers some mistakes with its own `wamp.error.*` URIs and its own
 wording (an unknown subscription id, a malformed URI, a HELLO without a
-ticket), and names the callee of every call result. For browser sessions
-these are rewritten here (wired in by router.guards); backends see them as
-they are.
+ticket), names the callee of every call result, and tells every session the
+router's host name and process id. For browser sessions these are rewritten
+here (wired in by router.guards); backends see them as they are.
 """
 
 from __future__ import annotations
@@ -41,4 +41,10 @@ def for_browser(msg: Any) -> Any:
         msg.callee = msg.callee_authid = msg.callee_authrole = None
     elif kind is message.Abort and msg.reason.startswith("wamp."):
         msg.reason, msg.message = _ERRORS.get(msg.reason, _OTHER)
+    elif kind is message.Welcome:
+        # Crossbar adds its host name, worker, process id and the peer: the
+        # browser needs none of it, an attacker would like all of it.
+        msg.custom = {}
+        if msg.authextra:
+            msg.authextra = {k: v for k, v in msg.authextra.items() if not k.startswith("x_cb_")}
     return msg

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 
 from harness.processes import TEST_SECRET
+from harness.producers import app_client
 from harness.swarm import Swarm
-from tests.test_pipeline import plain_celery
 
 
 def test_an_event_reaches_every_one_of_many_subscribers(router, worker, broker_url):
@@ -19,7 +19,7 @@ def test_an_event_reaches_every_one_of_many_subscribers(router, worker, broker_u
     try:
         swarm.wait_joined(60)
         assert swarm.joined == 150
-        plain_celery(broker_url).send_task(
+        app_client(broker_url).send_task(
             "tidings.publish", [topic, {"n": 1, "t": time.time()}], {}, queue="tidings"
         )
         deadline = time.monotonic() + 20

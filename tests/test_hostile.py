@@ -19,6 +19,8 @@ from autobahn.wamp.types import PublishOptions, SubscribeOptions
 
 from harness.clients import Subscriber, attempt, refusal, ticket
 from harness.processes import TEST_SECRET
+from harness.raw_wamp import RawWamp
+from harness.websocket import upgrade_request
 from publisher import Publisher
 from publisher.connection import WampConnection
 from publisher.credentials import Credentials
@@ -251,19 +253,12 @@ def test_browser_action(router, bystander, browser, case):
 
 
 def raw_handshake(port: int, origin: str | None) -> str:
-    headers = [
-        "GET /ws HTTP/1.1",
-        f"Host: 127.0.0.1:{port}",
-        "Upgrade: websocket",
-        "Connection: Upgrade",
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
-        "Sec-WebSocket-Version: 13",
-        "Sec-WebSocket-Protocol: wamp.2.json",
-    ]
+    """The status line of the router's answer to a WebSocket upgrade from `origin`."""
+    request = upgrade_request("127.0.0.1", port)
     if origin is not None:
-        headers.append(f"Origin: {origin}")
+        request = request[:-2] + f"Origin: {origin}\r\n\r\n".encode()
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        sock.sendall(("\r\n".join(headers) + "\r\n\r\n").encode())
+        sock.sendall(request)
         return sock.recv(4096).decode("latin-1").split("\r\n", 1)[0]
 
 
@@ -305,3 +300,55 @@ def test_oversized_message_closes_only_that_session(router, bystander, browser):
         big.close()
     assert attempt(browser, lambda s: s.subscribe(print, "tidings.maintenance")) is None
     assert_bystander_ok(router, bystander)
+
+
+def test_a_message_of_64_kib_is_served_and_one_byte_more_closes_the_session(router, bystander):
+    def call_of(size: int) -> list[Any]:
+        call: list[Any] = [48, 1, {}, "tidings.maintenance.status", [""]]
+        call[4][0] = "x" * (size - len(json.dumps(call)))
+        assert len(json.dumps(call).encode()) == size
+        return call
+
+    at_limit = RawWamp(router.ws_url).open()
+    try:
+        at_limit.join("7")
+        at_limit.send(call_of(64 * 1024))
+        answer = at_limit.read()  # an answer (this procedure takes no argument), not a close
+        assert answer[:2] == [8, 48] and answer[4] == "tidings.error.invalid_argument", answer
+    finally:
+        at_limit.close()
+    over = RawWamp(router.ws_url).open()
+    try:
+        over.join("7")
+        over.send(call_of(64 * 1024 + 1))
+        assert over.closed_by_router(timeout=10), "the router kept a session past 64 KiB"
+    finally:
+        over.close()
+    assert_bystander_ok(router, bystander)
+
+
+@pytest.mark.parametrize(
+    ("claims", "refused"),
+    [
+        ({"exp": -4}, None),  # expired 4 s ago by the router's clock: within the skew
+        ({"exp": -8}, "tidings.error.ticket_expired"),
+        ({"iat": +4, "exp": +60}, None),  # issued 4 s ahead of the router's clock
+        ({"iat": +8, "exp": +60}, "tidings.error.invalid_ticket"),
+    ],
+)
+def test_five_seconds_of_clock_skew_are_tolerated_and_no_more(router, claims, refused):
+    now = int(time.time())
+    made = jwt.encode(
+        _claims(**{name: now + delta for name, delta in claims.items()}),
+        TEST_SECRET,
+        algorithm="HS256",
+    )
+    if refused is None:
+        conn = WampConnection(router.ws_url, REALM, Credentials(None, "ticket", made)).start()
+        try:
+            conn.wait_joined(10)
+        finally:
+            conn.close()
+    else:
+        error = refusal(router.ws_url, Credentials(None, "ticket", made))
+        assert error.split(":")[0] == refused, error

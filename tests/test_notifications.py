@@ -18,10 +18,11 @@ from autobahn.wamp.exception import ApplicationError
 from celery import Celery
 
 from harness.processes import BIN, ROOT, base_env
+from harness.producers import app_client, post_raw
 from publisher import Publisher
 from tests.support.browser import Browser
 from tests.support.measurements import record, summary_ms
-from tidings import events
+from tidings import events, maintenance_state
 from tidings.settings import Settings
 
 VIEW = ["entity:order:view"]
@@ -30,11 +31,6 @@ VIEW = ["entity:order:view"]
 def new_record() -> str:
     """A record id of its own per test: tests share one router."""
     return uuid.uuid4().hex[:12]
-
-
-def app_client(broker_url: str) -> Celery:
-    """A Celery client that knows nothing of tidings, as the application has."""
-    return Celery("someapp", broker=broker_url, set_as_current=False)
 
 
 def error_of(call) -> str:
@@ -93,7 +89,6 @@ def test_a_change_reaches_the_other_editors_but_not_the_tab_that_saved(router, w
 def test_raw_created_and_deleted_reach_the_collection_and_spare_the_origin(
     router, worker, broker_url
 ):
-    from tests.test_pipeline import post_raw
 
     rid = new_record()
     topic = f"tidings.entity.order.{rid}"
@@ -218,28 +213,47 @@ def test_maintenance_from_the_cli_reaches_everyone_and_late_joiners(router, work
             late.close()
 
 
-def test_maintenance_survives_a_router_restart(own_router):
+def test_maintenance_on_and_off_survive_a_router_restart_and_a_corrupt_file_is_off(own_router):
     config = Settings.from_environ(os.environ)
     publisher = Publisher(config.__class__(**{**config.__dict__, "router_url": own_router.rs_url}))
     publisher.start()
-    try:
-        # What the worker does for `tidings.maintenance(True, ...)`: the same code, in-process,
-        # so that no other test's worker takes the task.
-        notice = events.maintenance(True, message="upgrading", by=1)
-        publisher.publish(notice.topic, notice.payload, **notice.options)
-        state_file = own_router.cbdir / "maintenance.json"
-        deadline = time.monotonic() + 5
-        while not state_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert json.loads(state_file.read_text()) == notice.payload
+    state_file = own_router.cbdir / "maintenance.json"
 
+    def status_after_restart() -> dict:
+        own_router.restart()
+        late = Browser(own_router.ws_url, "8", ["tidings.maintenance"]).start()
+        try:
+            return late.call("tidings.maintenance.status")
+        finally:
+            late.close()
+
+    def switch(enabled: bool) -> dict:
+        # What the worker does for `tidings.maintenance(...)`: the same code,
+        # in-process, so that no other test's worker takes the task.
+        notice = events.maintenance(enabled, message="upgrading" if enabled else None, by=1)
+        publisher.publish(notice.topic, notice.payload, **notice.options)
+        deadline = time.monotonic() + 5
+        while not (state_file.exists() and json.loads(state_file.read_text()) == notice.payload):
+            assert time.monotonic() < deadline, "the state was not saved"
+            time.sleep(0.05)
+        return notice.payload
+
+    try:
+        assert status_after_restart() == maintenance_state.OFF  # never switched on
+        on = switch(True)
         own_router.restart()
         late = Browser(own_router.ws_url, "8", ["tidings.maintenance"], get_retained=True).start()
         try:
-            assert late.wait_on("tidings.maintenance", 1) == [notice.payload]
-            assert late.call("tidings.maintenance.status") == notice.payload
+            assert late.wait_on("tidings.maintenance", 1) == [on]
+            assert late.call("tidings.maintenance.status") == on
         finally:
             late.close()
+        off = switch(False)
+        assert status_after_restart() == off
+        state_file.write_text('{"enabled": tru')  # a crash of something else, a bad edit
+        assert status_after_restart() == maintenance_state.OFF
+        state_file.write_text('{"enabled": "yes"}')
+        assert status_after_restart() == maintenance_state.OFF
     finally:
         publisher.close()
 

@@ -2,42 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from datetime import UTC, datetime
 
-from celery import Celery
-from kombu import Connection, Exchange, Producer, Queue
+from kombu import Connection, Queue
 
 from harness.clients import Subscriber
-
-
-def plain_celery(broker_url: str) -> Celery:
-    """A Celery client that knows nothing of tidings, as another app would have."""
-    return Celery("someapp", broker=broker_url, set_as_current=False)
-
-
-def post_raw(broker_url: str, body: bytes | str | dict, routing_key: str = "entity.updated"):
-    if isinstance(body, dict):
-        body = json.dumps(body)
-    with Connection(broker_url) as conn:
-        exchange = Exchange("tidings.events", type="topic", durable=True)
-        Producer(conn.channel(), exchange=exchange).publish(
-            body,
-            routing_key=routing_key,
-            content_type="application/json",
-            content_encoding="utf-8",
-            declare=[exchange],
-            delivery_mode=2,
-            serializer=None,
-        )
+from harness.producers import EventSource, app_client, post_raw
 
 
 def test_task_from_plain_celery_client_reaches_subscriber(router, worker, broker_url):
     sub = Subscriber(router.ws_url, "7", ["tidings.user.7"]).start()
     try:
-        client = plain_celery(broker_url)
+        client = app_client(broker_url)
         sent = client.send_task(
             "tidings.publish", ["tidings.user.7", {"text": "hello"}], {}, queue="tidings"
         )
@@ -160,7 +138,7 @@ def test_malformed_events_are_dead_lettered_and_the_next_one_arrives(router, wor
 def test_invalid_task_is_dead_lettered_and_the_next_one_arrives(router, worker, broker_url):
     sub = Subscriber(router.ws_url, "11", ["tidings.user.11"]).start()
     try:
-        client = plain_celery(broker_url)
+        client = app_client(broker_url)
         marker = f"marker-task-{uuid.uuid4()}"
         client.send_task("tidings.publish", ["elsewhere." + marker, {}], queue="tidings")
         client.send_task("tidings.publish", ["tidings.user.11", "not an object"], queue="tidings")
@@ -183,7 +161,7 @@ def test_tasks_the_consumer_leaves_to_the_pool_arrive_and_misfits_are_dead_lette
     # countdown, or with a callback, goes through Celery's pool instead.
     sub = Subscriber(router.ws_url, "12", ["tidings.user.12"]).start()
     try:
-        client = plain_celery(broker_url)
+        client = app_client(broker_url)
         marker = f"marker-args-{uuid.uuid4()}"
         topic = "tidings.user.12"
 
@@ -218,3 +196,27 @@ def test_tasks_the_consumer_leaves_to_the_pool_arrive_and_misfits_are_dead_lette
         assert worker.alive()
     finally:
         sub.close()
+
+
+def test_events_of_one_topic_arrive_in_the_order_sent(router, worker, broker_url):
+    # Through one worker process and nothing failing: raw events in queue order,
+    # tasks too (each kind on its own queue, so two topics here, interleaved).
+    topics = ["tidings.user.31", "tidings.user.32"]
+    sub = Subscriber(router.ws_url, "31", topics[:1]).start()
+    other = Subscriber(router.ws_url, "32", topics[1:]).start()
+    source_raw = EventSource(broker_url, topics[0])
+    source_tasks = EventSource(broker_url, topics[1])
+    try:
+        for seq in range(300):
+            source_raw.raw(seq)
+            if seq % 3 == 0:
+                source_tasks.task(seq // 3)
+        raw = [e["seq"] for e in sub.wait_count(300, timeout=60)]
+        tasks = [e["seq"] for e in other.wait_count(100, timeout=60)]
+        assert raw == list(range(300))
+        assert tasks == list(range(100))
+    finally:
+        source_raw.close()
+        source_tasks.close()
+        sub.close()
+        other.close()

@@ -8,10 +8,10 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from celery import Celery
-
+from harness import rabbit
 from harness.clients import Subscriber
 from harness.processes import Worker
+from harness.producers import app_client
 from harness.vhost import isolated_vhost
 from publisher import Publisher
 from tests.support.proxy import Proxy
@@ -28,23 +28,18 @@ def test_in_process_publisher_reconnects_and_waits_for_the_router(own_router):
         sub.wait_count(1)
         sub.close()
         own_router.stop()
+        deadline = time.monotonic() + 10
+        while publisher.connection.joined_session() is not None:
+            assert time.monotonic() < deadline, "the publisher did not notice the router left"
+            time.sleep(0.05)
         # Published while the router is down: waits for the reconnect.
-        done = threading.Event()
-        errors: list[BaseException] = []
-
-        def publish_during_outage() -> None:
-            try:
-                publisher.publish("tidings.user.21", {"n": 1}, timeout=30)
-            except BaseException as exc:
-                errors.append(exc)
-            done.set()
-
-        threading.Thread(target=publish_during_outage, daemon=True).start()
-        time.sleep(1.0)
-        assert not done.is_set(), "publish returned while no router could have acknowledged it"
+        acked = publisher.publish_async("tidings.user.21", {"n": 1})
+        handled = threading.Event()
+        publisher.connection.call_soon(handled.set)  # after the publish, on the same loop
+        assert handled.wait(10)
+        assert not acked.done(), "publish completed while no router could have acknowledged it"
         own_router.start()
-        assert done.wait(30), "publish did not complete after the router came back"
-        assert not errors, errors
+        acked.result(timeout=30)
         assert publisher.connection.connects >= 2
     finally:
         publisher.close()
@@ -56,29 +51,31 @@ def test_tasks_sent_while_the_router_is_unreachable_arrive_once_it_is_back(
     # The worker reaches the router through a link the test cuts, while the
     # subscriber stays connected: so every event must arrive, deterministically.
     # Its own vhost: the session's worker must not take these tasks past the cut link.
-    vhost = isolated_vhost(broker_url)
-    broker_url = vhost.__enter__()
-    link = Proxy(router.rs_port).start()
-    worker = Worker(router, broker_url, tmp_path, TIDINGS_ROUTER_URL=link.rs_url).start()
-    sub = Subscriber(router.ws_url, "22", ["tidings.user.22"]).start()
-    try:
-        client = Celery("someapp", broker=broker_url, set_as_current=False)
-        client.send_task("tidings.publish", ["tidings.user.22", {"n": -1}], queue="tidings")
-        sub.wait_count(1, timeout=15)
-        link.cut()
-        for n in range(50):
-            client.send_task("tidings.publish", ["tidings.user.22", {"n": n}], queue="tidings")
-        time.sleep(3)
-        assert len(sub.payloads()) == 1, "events passed a cut link"
-        link.restore()
-        events = sub.wait_for(lambda evs: len({e["n"] for e in evs}) >= 51, timeout=60)
-        assert {e["n"] for e in events} == set(range(-1, 50))
-        assert worker.alive()
-    finally:
-        sub.close()
-        worker.stop()
-        link.close()
-        vhost.__exit__(None, None, None)
+    with isolated_vhost(broker_url) as own_broker_url:
+        link = Proxy(router.rs_port).start()
+        worker = Worker(router, own_broker_url, tmp_path, TIDINGS_ROUTER_URL=link.rs_url).start()
+        sub = Subscriber(router.ws_url, "22", ["tidings.user.22"]).start()
+        try:
+            client = app_client(own_broker_url)
+            client.send_task("tidings.publish", ["tidings.user.22", {"n": -1}], queue="tidings")
+            sub.wait_count(1, timeout=15)
+            link.cut()
+            for n in range(50):
+                client.send_task("tidings.publish", ["tidings.user.22", {"n": n}], queue="tidings")
+            # The worker holds them (taken, unacknowledged) and cannot get them out.
+            deadline = time.monotonic() + 20
+            while rabbit.queue_depths(own_broker_url).get("tidings", (0, 0))[1] == 0:
+                assert time.monotonic() < deadline, rabbit.explain(own_broker_url)
+                time.sleep(0.1)
+            assert len(sub.payloads()) == 1, "events passed a cut link"
+            link.restore()
+            events = sub.wait_for(lambda evs: len({e["n"] for e in evs}) >= 51, timeout=60)
+            assert {e["n"] for e in events} == set(range(-1, 50))
+            assert worker.alive()
+        finally:
+            sub.close()
+            worker.stop()
+            link.close()
 
 
 def test_a_publish_never_acknowledged_goes_out_again_on_a_new_connection(router):

@@ -14,13 +14,14 @@ from typing import Any
 import pytest
 
 from harness import rabbit
-from harness.clients import Subscriber, attempt
+from harness.clients import Subscriber, attempt, refusal, ticket
 from harness.nodes import Node
 from harness.processes import Router, Worker
 from harness.producers import EventSource, Stream
 from harness.recovering import Recovering
 from harness.redis_server import RedisServer, redis_server
 from harness.vhost import isolated_vhost
+from publisher.credentials import Credentials
 
 TOPIC = "tidings.entity.order.77"
 ORDER_VIEW = ["entity:order:view"]
@@ -186,6 +187,9 @@ def test_redis_down_holds_events_unacked_and_they_go_on_when_it_is_back(shared, 
             lambda s: s.call("tidings.entity.editors", "order", "77"),
         ):
             assert attempt(user.connection, call) == "tidings.error.unavailable"
+        # A new browser cannot sign in (its ticket cannot be marked used), and is told so.
+        error = refusal(node.router.ws_url, Credentials(None, "ticket", ticket("2", ORDER_VIEW)))
+        assert error.split(":")[0] == "tidings.error.unavailable", error
         redis.start()
         user.wait_all(ids, 60)
         wait_until(lambda: held() == 0, 20, "every message acked")

@@ -1,4 +1,4 @@
-"""The shared-mode stores on a Redis of the test's own: history streams and presence over nodes."""
+"""The stores on a Redis of the test's own: history streams, presence over nodes, maintenance."""
 
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ import redis
 
 from harness.redis_server import redis_server
 from stores.history import RedisHistory
+from stores.maintenance import REDIS_KEY as MAINTENANCE_KEY
+from stores.maintenance import STATE_FILE as MAINTENANCE_FILE
+from stores.maintenance import make_store as make_maintenance_store
 from stores.presence import RedisPresence
 from tidings.errors import HistoryGap
 
@@ -129,3 +132,24 @@ def test_announcements_reach_every_node(redis_url):
     finally:
         stop.set()
         listener.join(5)
+
+
+@pytest.mark.parametrize("kind", ["file", "redis"])
+def test_the_maintenance_store_keeps_a_state_and_ignores_a_broken_one(kind, redis_url, tmp_path):
+    store = make_maintenance_store(tmp_path, redis_url if kind == "redis" else None)
+    assert store.load() is None  # never switched on
+    on = {"enabled": True, "message": "back soon", "by": "1", "at": "2026-01-01T00:00:00Z"}
+    store.save(on)
+    assert store.load() == on
+    off = {**on, "enabled": False}
+    store.save(off)
+    assert make_maintenance_store(tmp_path, redis_url if kind == "redis" else None).load() == off
+    for broken in ('{"enabled": tru', '{"enabled": "yes"}', "[]"):
+        if kind == "redis":
+            redis.Redis.from_url(redis_url).set(MAINTENANCE_KEY, broken)
+        else:
+            (tmp_path / MAINTENANCE_FILE).write_text(broken)
+        assert store.load() is None, broken
+    if kind == "file":  # replaced atomically: nothing left beside it
+        store.save(on)
+        assert [p.name for p in tmp_path.iterdir()] == [MAINTENANCE_FILE]

@@ -41,9 +41,10 @@ class Limits:
     """What one browser may hold or ask of the router (router/guards.py enforces them)."""
 
     # Messages one session, and all sessions of one address, send per second
-    # (twice as many in a burst).
-    message_rate: float = 20.0
-    address_rate: float = 200.0
+    # (twice as many in a burst). A page loading a record sends a handful; an
+    # office behind one NAT address is many pages.
+    message_rate: float = 50.0
+    address_rate: float = 1000.0
     # Bytes of a topic or procedure URI.
     uri_bytes: int = 512
     # Subscriptions one session holds at once.
@@ -123,8 +124,8 @@ class Settings:
             node_queue_bytes=read.number("TIDINGS_NODE_QUEUE_BYTES", 256 << 20, int, "bytes"),
             node_queue_expires=read.number("TIDINGS_NODE_QUEUE_EXPIRES", 3600, int, "seconds"),
             limits=Limits(
-                message_rate=read.number("TIDINGS_MESSAGE_RATE", 20.0, float, "per second"),
-                address_rate=read.number("TIDINGS_ADDRESS_RATE", 200.0, float, "per second"),
+                message_rate=read.number("TIDINGS_MESSAGE_RATE", 50.0, float, "per second"),
+                address_rate=read.number("TIDINGS_ADDRESS_RATE", 1000.0, float, "per second"),
                 uri_bytes=read.number("TIDINGS_MAX_URI_BYTES", 512, int, "bytes"),
                 subscriptions=read.number("TIDINGS_MAX_SUBSCRIPTIONS", 1000, int, "a whole number"),
                 call_rate=read.number("TIDINGS_CALL_RATE", 20.0, float, "calls per second"),

@@ -6,8 +6,11 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from harness.producers import app_client
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -121,9 +124,7 @@ def browsers(browser, router, worker) -> Iterator[Browsers]:
 @pytest.fixture
 def send_task(broker_url) -> Iterator[Callable[..., str]]:
     """Enqueue a tidings task as an application does (Celery, without importing tidings)."""
-    from celery import Celery
-
-    app = Celery("someapp", broker=broker_url, set_as_current=False)
+    app = app_client(broker_url)
 
     def send(name: str, *args: object, **kwargs: object) -> str:
         return str(app.send_task(name, list(args), kwargs, queue="tidings").id)
@@ -135,12 +136,10 @@ def send_task(broker_url) -> Iterator[Callable[..., str]]:
 @pytest.fixture
 def send_task_to() -> Iterator[Callable[[str], Callable[..., str]]]:
     """Like `send_task`, on a broker of the test's choosing (its own vhost)."""
-    from celery import Celery
-
-    apps: list[Celery] = []
+    apps: list[Any] = []
 
     def sender(broker_url: str) -> Callable[..., str]:
-        app = Celery("someapp", broker=broker_url, set_as_current=False)
+        app = app_client(broker_url)
         apps.append(app)
 
         def send(name: str, *args: object, **kwargs: object) -> str:

@@ -36,8 +36,12 @@ def tidings(*args: str, broker_url: str) -> subprocess.CompletedProcess[str]:
 
 def dead_letter(broker_url: str, body: str, headers: dict[str, str]) -> None:
     """Put a letter in the dead-letter queue as the worker does."""
+    from workers.queues import dead_queue
+
     with Connection(broker_url) as conn:
-        Producer(conn.channel()).publish(
+        channel = conn.channel()
+        dead_queue(channel).declare()
+        Producer(channel).publish(
             body,
             exchange="",
             routing_key=DEAD_QUEUE,
@@ -134,3 +138,76 @@ def test_a_task_replayed_twice_says_so_and_purge_drops_for_good(
         assert json.loads(tidings("list", "--json", broker_url=vhost).stdout)["count"] == 0
     finally:
         source.close()
+
+
+def _bodies(broker_url: str, queue: str) -> list[str]:
+    """What a queue holds, in order, taken out of it."""
+    found = []
+    with Connection(broker_url) as conn:
+        channel = conn.channel()
+        while (message := channel.basic_get(queue, no_ack=True)) is not None:
+            body = message.body
+            found.append(body.decode("utf-8", "replace") if isinstance(body, bytes) else body)
+    return found
+
+
+def _event_letter(n: int) -> tuple[str, dict[str, str]]:
+    body = json.dumps({"type": "publish", "topic": TOPIC, "payload": {"n": n}})
+    return body, {REASON_HEADER: f"router down {n}", ROUTING_KEY_HEADER: "publish"}
+
+
+def _events_queue(broker_url: str) -> None:
+    from workers.queues import events_queue
+
+    with Connection(broker_url) as conn:
+        events_queue(conn.channel()).declare()
+
+
+def test_replay_with_a_limit_takes_the_oldest_and_keeps_the_order_of_the_rest(vhost):
+    from workers import dead_letters
+
+    _events_queue(vhost)
+    for n in range(5):
+        dead_letter(vhost, *_event_letter(n))
+    done = dead_letters.replay(vhost, limit=2)
+    assert (done.events, done.tasks, done.skipped, done.left) == (2, 0, 0, 3)
+    assert [json.loads(b)["payload"]["n"] for b in _bodies(vhost, "tidings.events")] == [0, 1]
+    assert [json.loads(b)["payload"]["n"] for b in _bodies(vhost, DEAD_QUEUE)] == [2, 3, 4]
+
+
+def test_letters_that_say_not_where_they_came_from_stay_and_the_others_go(vhost):
+    from workers import dead_letters
+
+    _events_queue(vhost)
+    dead_letter(vhost, "{}", {REASON_HEADER: "no origin"})  # neither routing key nor task
+    dead_letter(vhost, "not json", {REASON_HEADER: "a task", TASK_HEADER: "tidings.publish"})
+    dead_letter(vhost, "\u00e9 not json", {REASON_HEADER: "raw", ROUTING_KEY_HEADER: "publish"})
+    dead_letter(vhost, *_event_letter(1))
+    done = dead_letters.replay(vhost)
+    # A raw body goes back as it is, JSON or not: the worker judges it again.
+    assert (done.events, done.tasks, done.skipped, done.left) == (2, 0, 2, 2)
+    assert _bodies(vhost, "tidings.events")[0] == "\u00e9 not json"
+    assert _bodies(vhost, DEAD_QUEUE) == ["{}", "not json"]
+
+
+def test_letters_arriving_during_a_replay_wait_for_the_next_one(vhost, monkeypatch):
+    from workers import dead_letters
+
+    _events_queue(vhost)
+    for n in range(3):
+        dead_letter(vhost, *_event_letter(n))
+    publish = dead_letters.Producer.publish
+
+    def publish_and_another_arrives(self, body, **kwargs):
+        if kwargs.get("exchange") == "":  # the letter below, on its way in
+            return publish(self, body, **kwargs)
+        # As the worker dead-letters an event again while the replay runs.
+        arrived.append(body)
+        dead_letter(vhost, *_event_letter(99 + len(arrived)))
+        return publish(self, body, **kwargs)
+
+    arrived: list[str] = []
+    monkeypatch.setattr(dead_letters.Producer, "publish", publish_and_another_arrives)
+    done = dead_letters.replay(vhost)
+    assert (done.events, done.left) == (3, 0)
+    assert [json.loads(b)["payload"]["n"] for b in _bodies(vhost, DEAD_QUEUE)] == [100, 101, 102]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tidings import access
+from tidings.names import PUBLIC_PROCEDURES
 
 ORDER = ["entity:order:view"]
 
@@ -64,6 +65,16 @@ def test_wildcard_subscriptions(pattern, allowed):
 
 
 def test_only_the_public_procedures_may_be_called():
-    assert access.may_call("7", [], "tidings.history.since")
-    assert not access.may_call("7", [], "tidings.authorize")
-    assert not access.may_call("7", [], "wamp.session.list")
+    for procedure in PUBLIC_PROCEDURES:
+        assert access.may_call("7", [], procedure), procedure
+    for procedure in (
+        "tidings.authorize",
+        "tidings.authenticate",
+        "wamp.session.list",
+        "wamp.subscription.get_events",
+        "tidings.history",
+        "tidings.history.since.x",
+        "tidings.history.sinc",
+        "x.tidings.history.since",
+    ):
+        assert not access.may_call("7", ORDER, procedure), procedure

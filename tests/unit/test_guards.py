@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from autobahn.wamp import message
+from autobahn.wamp import message, role
 
 from router import connection_limits, outgoing, session_limits
 from tidings.settings import Limits
@@ -94,6 +94,16 @@ def test_browsers_are_told_tidings_errors_and_nothing_of_the_callee():
     assert outgoing.for_browser(message.Abort("wamp.error.no_auth_method")).reason == (
         "tidings.error.invalid_ticket"
     )
+    welcome = outgoing.for_browser(
+        message.Welcome(
+            1,
+            {"broker": role.RoleBrokerFeatures()},
+            authid="7",
+            authextra={"perms": [], "x_cb_node": "host", "x_cb_pid": 1},
+            custom={"x_cb_node": "host", "x_cb_pid": 1},
+        )
+    )
+    assert welcome.custom == {} and welcome.authextra == {"perms": []}
     mine = message.Error(message.Call.MESSAGE_TYPE, 3, "tidings.error.history_gap")
     assert outgoing.for_browser(mine).error == "tidings.error.history_gap"
 

@@ -9,6 +9,7 @@ import tracemalloc
 import msgpack
 import pytest
 
+from harness.processes import ROOT
 from tests.support.measurements import record
 from tidings import events
 from tidings.errors import HistoryGap
@@ -55,15 +56,36 @@ def test_a_redelivered_event_is_held_once():
     assert [e["n"] for e in history.since(topic, None)] == [1]
 
 
+def _browser_message_limit() -> int:
+    config = json.loads((ROOT / ".crossbar" / "config.json").read_text())
+    (web,) = [t for t in config["workers"][0]["transports"] if t["type"] == "web"]
+    return int(web["paths"]["ws"]["options"]["max_message_size"])
+
+
+def _result_bytes(answer: list[dict]) -> int:
+    """The WAMP RESULT a browser gets for `answer`, as JSON (the largest of its serializers)."""
+    return len(json.dumps([50, 2**53, {}, [answer]], separators=(",", ":")).encode())
+
+
 def test_answers_stay_below_the_browser_message_limit():
+    limit = _browser_message_limit()
     history = EventHistory(size=100)
     topic = "tidings.user.7"
     for n in range(100):
         history.add(topic, {"event_id": f"e{n}", "text": "x" * 2000})
-    first = history.since(topic, "e0", max_bytes=20_000)
-    assert 5 < len(first) < 99
-    rest = history.since(topic, first[-1]["event_id"], max_bytes=10**9)
+    first = history.since(topic, "e0")
+    assert 5 < len(first) < 99 and _result_bytes(first) < limit
+    rest = []
+    while len(first) + len(rest) < 99:  # asked again from the last one, as a client does
+        more = history.since(topic, (rest or first)[-1]["event_id"])
+        assert more and _result_bytes(more) < limit
+        rest += more
     assert [e["event_id"] for e in first + rest] == [f"e{n}" for n in range(1, 100)]
+    # The largest event a producer may send comes alone, and still fits.
+    history.add(topic, {"event_id": "big", "text": "y" * (events.MAX_EVENT_BYTES - 100)})
+    history.add(topic, {"event_id": "after", "text": "z"})
+    (big,) = history.since(topic, "e99")
+    assert big["event_id"] == "big" and _result_bytes([big]) < limit
 
 
 def test_topics_and_bytes_are_bounded_least_recently_used_first():
