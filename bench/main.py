@@ -28,7 +28,9 @@ from harness.swarm import Swarm
 # Paths whose ratios are targets run in rounds, each path once per round, one
 # after the other: a ratio pairs runs minutes apart at most, and the median
 # over rounds shrugs off a round disturbed by other work on the machine.
-ROUNDS = ("d", "a'", "a", "e", "a's")
+ROUNDS = ("d", "a'", "a", "e", "a's", "a'0", "a0")
+# Paths run on a stack of their own: shared mode, and metrics off.
+SHARED, UNMETERED = ("a's",), ("a'0", "a0")
 THROUGHPUT = ("b", "c", "a2")
 LATENCY = ("d", "a'", "a", "b", "c")
 
@@ -149,15 +151,20 @@ def run(options: Options) -> dict[str, Any]:
     progress.step("starting the router, a worker and the subscriber", 15)
     with contextlib.ExitStack() as running:
         bench = _start(running, workdir / "memory", options, progress, None)
-        shared = None
-        if any(name.startswith("throughput/a's/") for name, _, _ in steps):
+        stacks = {key: bench for key in ROUNDS}
+        wanted = {name.split("/")[1] for name, _, _ in steps if name.count("/") == 2}
+        if wanted & set(SHARED):
             # Shared mode beside it, so that its rounds alternate with the others'.
             redis = running.enter_context(redis_server())
             shared = _start(running, workdir / "shared", options, progress, redis)
+            stacks.update(dict.fromkeys(SHARED, shared))
+        if wanted & set(UNMETERED):
+            unmetered = _start(running, workdir / "unmetered", options, progress, None, False)
+            stacks.update(dict.fromkeys(UNMETERED, unmetered))
         for name, cost, step in steps:
             progress.step(name, cost)
             section, _, key = name.partition("/")
-            result = step(shared if key.startswith("a's/") and shared else bench)
+            result = step(stacks.get(key.partition("/")[0], bench))
             if "/" in key:
                 key = key.partition("/")[0]
                 results.setdefault("rounds", {}).setdefault(key, []).append(result)
@@ -185,6 +192,7 @@ def _start(
     options: Options,
     progress: Progress,
     redis: RedisServer | None,
+    metrics: bool = True,
 ) -> scenarios.Bench:
     """A stack (router, worker, vhost) with its receiving subscriber and its meters."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -196,6 +204,7 @@ def _start(
             concurrency=options.concurrency,
             loglevel=options.loglevel,
             redis_url=redis.url if redis else None,
+            metrics=metrics,
         )
     )
     stack.scale_workers(1)

@@ -14,12 +14,14 @@ LABELS = {
     "a2": "(a)x2",
     "a'": "(a')",
     "a's": "(a')s",
+    "a'0": "(a')m0",
+    "a0": "(a)m0",
     "b": "(b)",
     "c": "(c)",
     "d": "(d)",
     "e": "(e)",
 }
-THROUGHPUT_ORDER = ("a", "a2", "a'", "a's", "b", "c", "d", "e")
+THROUGHPUT_ORDER = ("a", "a0", "a2", "a'", "a'0", "a's", "b", "c", "d", "e")
 LATENCY_ORDER = ("a", "a'", "b", "c", "d")
 
 # (name, numerator, denominator, at least)
@@ -29,6 +31,9 @@ RATIOS = (
     ("(a)/(b)", "a", "b", 2.0),
     ("(a)/(c)", "a", "c", 5.0),
     ("(a')s/(a')", "a's", "a'", 0.8),
+    # Metrics on (the default) against off (m0: nothing counted, no endpoint).
+    ("(a')/(a')m0", "a'", "a'0", 0.97),
+    ("(a)/(a)m0", "a", "a0", 0.97),
 )
 # (what, path, percentile, at most ms)
 LATENCY_TARGETS = (
@@ -146,7 +151,7 @@ def table(results: dict[str, Any]) -> str:
     add(f"{'CPU per delivered event (µs)':{W}} " + " ".join(f"{p:>8}" for p in PROCESSES))
     for key in THROUGHPUT_ORDER:
         run = results.get("throughput", {}).get(key)
-        if run and key in ("a", "a'", "a's", "d", "e"):
+        if run and key in ("a", "a0", "a'", "a'0", "a's", "d", "e"):
             cost = cpu_per_event(run)
             cells = " ".join(f"{_num(cost.get(p), 0):>8}" for p in PROCESSES)
             add(f"{LABELS[key]:{W}} {cells}")

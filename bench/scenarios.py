@@ -24,6 +24,8 @@ PATHS: dict[str, str] = {
     "a2": "tidings, Celery task, 2 worker processes",
     "a'": "tidings, raw JSON domain event",
     "a's": "the same, shared mode (Redis history)",
+    "a'0": "the same, metrics off",
+    "a0": "tidings, Celery task, metrics off",
     "b": "HTTP bridge, signed POST per event",
     "c": "new WAMP connection per Celery task",
     "d": "one WAMP session straight to router",
@@ -32,6 +34,7 @@ PATHS: dict[str, str] = {
 TASKS = {
     "a": "tidings.publish",
     "a2": "tidings.publish",
+    "a0": "tidings.publish",
     "b": "bench.http_publish",
     "c": "bench.connect_publish",
     "e": "bench.noop",
@@ -62,7 +65,7 @@ class Bench:
         return 2 if path == "a2" else 1
 
     def sender(self, path: str, topic: str = TOPIC) -> Sender:
-        if path in ("a'", "a's"):
+        if path in ("a'", "a's", "a'0"):
             return RawSender(self.stack.broker_url, topic)
         if path == "d":
             return DirectSender(self.stack.router.rs_url, self.stack.backend_secret, topic)

@@ -87,9 +87,12 @@ class Stack:
         concurrency: int,
         loglevel: str,
         redis_url: str | None = None,
+        metrics: bool = True,
     ) -> None:
-        """redis_url: shared mode (history and presence in that Redis)."""
+        """redis_url: shared mode (history and presence in that Redis); metrics: off
+        counts nothing and serves no endpoint (TIDINGS_*_METRICS_PORT=0)."""
         self.redis_url = redis_url
+        self.metrics = metrics
         self.dir = workdir
         self.pool = pool
         self.concurrency = concurrency
@@ -144,6 +147,8 @@ class Stack:
         )
         if self.redis_url:
             env.update(TIDINGS_REDIS_URL=self.redis_url, TIDINGS_NODE="bench")
+        if not self.metrics:
+            env.update(TIDINGS_ROUTER_METRICS_PORT="0", TIDINGS_WORKER_METRICS_PORT="0")
         return env
 
     def scale_workers(self, count: int) -> None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
-from cli.common import CliError, venv_bin
+from cli.common import CliError
 from tidings.settings import Settings
 
 HELP = "start the Crossbar router (foreground)"
@@ -33,7 +34,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if not (cbdir / "config.json").is_file():
         raise CliError(f"no router configuration at {cbdir / 'config.json'}")
     node_dir = node_directory(cbdir, settings)
-    argv = [venv_bin("crossbar"), "start", "--cbdir", str(node_dir), "--loglevel", args.loglevel]
+    # Crossbar's own command, in tidings' log format (router.launch).
+    argv = [sys.executable, "-m", "router.launch", "start", "--cbdir", str(node_dir)]
+    argv += ["--loglevel", args.loglevel]
     os.execve(argv[0], argv, env)
     return 0  # not reached
 

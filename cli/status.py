@@ -59,6 +59,10 @@ class Health:
     backends: int | None = None  # backend sessions other than this check's own
     # Procedures of the router-side components that are not registered.
     missing: list[str] = field(default_factory=list)
+    # What the router's /health and the worker's /readyz say: None when not
+    # asked or no answer (a worker on another host), else [] (ready) or why not.
+    router_not_ready: list[str] | None = None
+    worker_not_ready: list[str] | None = None
 
     @property
     def down(self) -> list[str]:
@@ -73,6 +77,10 @@ class Health:
             if error
         ]
         problems += [f"router component ({uri} not registered)" for uri in self.missing]
+        if self.router is None and self.router_not_ready:
+            problems.append(f"router not ready ({'; '.join(self.router_not_ready)})")
+        if self.worker_not_ready:
+            problems.append(f"worker not ready ({'; '.join(self.worker_not_ready)})")
         if self.broker is None:
             problems += [
                 f"worker (no consumer on {q.name})"
@@ -94,7 +102,15 @@ class Health:
             },
             "sessions": {"browsers": self.browsers, "backend": self.backends},
             "missing_procedures": self.missing,
+            "router_health": _said(self.router_not_ready),
+            "worker_readiness": _said(self.worker_not_ready),
         }
+
+
+def _said(reasons: list[str] | None) -> str:
+    if reasons is None:
+        return "no answer"
+    return "ok" if not reasons else "not ready: " + "; ".join(reasons)
 
 
 def check(config: Settings, timeout: float = 5.0) -> Health:
@@ -102,7 +118,47 @@ def check(config: Settings, timeout: float = 5.0) -> Health:
     health = Health()
     _check_broker(config, health, timeout)
     _check_router(config, health, timeout)
+    _check_endpoints(config, health, timeout)
     return health
+
+
+def _check_endpoints(config: Settings, health: Health, timeout: float) -> None:
+    """The router's /health (on its web port) and this host's worker's /readyz."""
+    host = urlsplit(config.router_url).hostname or "127.0.0.1"
+    web = config.http_port or _configured_web_port(config) or 8080
+    health.router_not_ready = _not_ready(f"http://{host}:{web}/health", timeout)
+    if config.worker_metrics_port:
+        url = f"http://127.0.0.1:{config.worker_metrics_port}/readyz"
+        health.worker_not_ready = _not_ready(url, timeout)
+
+
+def _not_ready(url: str, timeout: float) -> list[str] | None:
+    """[] when `url` answers 200, the reasons it gives with 503, None when nothing answers."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout):
+            return []
+    except urllib.error.HTTPError as error:
+        try:
+            reasons = json.loads(error.read()).get("why") or [f"HTTP {error.code}"]
+        except ValueError:
+            reasons = [f"HTTP {error.code}"]
+        return [str(reason) for reason in reasons]
+    except OSError:
+        return None
+
+
+def _configured_web_port(config: Settings) -> int | None:
+    try:
+        router = json.loads((config.cbdir / "config.json").read_text())
+        for transport in router["workers"][0]["transports"]:
+            if transport["type"] == "web":
+                return int(transport["endpoint"]["port"])
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        pass
+    return None
 
 
 def _check_broker(config: Settings, health: Health, timeout: float) -> None:
@@ -198,6 +254,8 @@ def render(health: Health) -> str:
             f"sessions         {health.browsers} browser, {health.backends} backend (workers, "
             "components)"
         )
+    lines.append(f"router health    {_said(health.router_not_ready)}")
+    lines.append(f"worker           {_said(health.worker_not_ready)} (its /readyz on this host)")
     for q in health.queues:
         if q.consumers is None:
             lines.append(f"queue {q.name:<20} not declared yet (no worker has started)")

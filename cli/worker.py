@@ -45,6 +45,8 @@ def worker_argv(concurrency: int, pool: str, loglevel: str, quiet: bool = False)
 def run(args: argparse.Namespace, settings: Settings) -> int:
     env = dict(os.environ)
     env["TIDINGS_BACKEND_SECRET"] = settings.require_backend_secret()
-    argv = worker_argv(args.concurrency, args.pool, args.loglevel, args.quiet)
+    # JSON lines only: no start-up banner, which is text.
+    quiet = args.quiet or settings.log_format == "json"
+    argv = worker_argv(args.concurrency, args.pool, args.loglevel, quiet)
     os.execve(argv[0], argv, env)
     return 0  # not reached

@@ -147,11 +147,16 @@ class Router(Child):
         self.rs_port = free_port()
         self.cbdir = self.dir / ".crossbar"
         # Its own maintenance state, never the checkout's `.crossbar/maintenance.json`.
+        given = env if env is not None else base_env()
         self.env = {
-            **(env if env is not None else base_env()),
+            **given,
             "TIDINGS_CBDIR": str(self.cbdir),
+            # Its own, unless the caller chose one (0: off).
+            "TIDINGS_ROUTER_METRICS_PORT": str(free_port()),
+            **{k: v for k, v in given.items() if k == "TIDINGS_ROUTER_METRICS_PORT"},
             **extra,
         }
+        self.metrics_port = int(self.env["TIDINGS_ROUTER_METRICS_PORT"])
         self.cbdir.mkdir(parents=True, exist_ok=True)
         self.config = self._on_free_ports(config or project_router_config())
         (self.cbdir / "config.json").write_text(json.dumps(self.config, indent=2))
@@ -188,12 +193,16 @@ class Router(Child):
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.web_port}/"
 
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
     def start(self, timeout: float = 60) -> Router:
         # A previous router's ports may linger for a moment after it stopped.
         deadline = time.monotonic() + 10
         while (port_open(self.web_port) or port_open(self.rs_port)) and time.monotonic() < deadline:
             time.sleep(0.1)
-        argv = [str(BIN / "crossbar"), "start", "--cbdir", str(self.cbdir)]
+        argv = [sys.executable, "-m", "router.launch", "start", "--cbdir", str(self.cbdir)]
         argv += ["--loglevel", self.loglevel]
         self._spawn(argv, self.env, self.dir / "router.log", self.dir)
         wait_port(self.rs_port, timeout, self.alive)
@@ -228,16 +237,26 @@ class Worker(Child):
         **extra: str,
     ) -> None:
         self.router = router
+        given = env if env is not None else base_env()
         self.env = {
-            **(env if env is not None else base_env()),
+            **given,
             "TIDINGS_ROUTER_URL": router.rs_url,
             "TIDINGS_BROKER_URL": broker_url,
+            # Its own, unless the caller chose one (0: off).
+            "TIDINGS_WORKER_METRICS_PORT": str(free_port()),
+            **{k: v for k, v in given.items() if k == "TIDINGS_WORKER_METRICS_PORT"},
             **extra,
         }
+        self.metrics_port = int(self.env["TIDINGS_WORKER_METRICS_PORT"])
         self.logdir = logdir
         self.name = name
         self.extra = list(args)
         self.argv = argv or [str(BIN / "tidings"), "worker", "--loglevel", "INFO"]
+
+    @property
+    def metrics_url(self) -> str:
+        """The worker's Prometheus endpoint; /livez and /readyz beside it."""
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     def start(self, timeout: float = 60) -> Worker:
         argv = [*self.argv, *self.extra]

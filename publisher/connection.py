@@ -13,8 +13,9 @@ from typing import Any, TypeVar
 
 from autobahn.asyncio.wamp import ApplicationSession
 
-from publisher import rawsocket
+from publisher import meters, rawsocket
 from publisher.credentials import Credentials
+from publisher.publish_meters import CONNECTED, RECONNECTS, TIMEOUTS
 from publisher.session import Session
 
 log = logging.getLogger(__name__)
@@ -42,9 +43,13 @@ class WampConnection:
         initial_backoff: float = 0.1,
         max_backoff: float = 3.0,
         ack_deadline: float | None = None,
+        metered: bool = False,
     ) -> None:
         """ack_deadline: drop the connection when a publish waited this long for its
-        acknowledgement (see `_watch_acks`); None: never."""
+        acknowledgement (see `_watch_acks`); None: never. metered: count its joins
+        and losses in the process's meters (the Publisher's link)."""
+        self._metered = metered
+        self._counted_joined = False
         self.url = url
         self._ack_deadline = ack_deadline
         self._watchdog: asyncio.Future[None] | None = None
@@ -212,7 +217,7 @@ class WampConnection:
             self.last_error = f"cannot connect to {self.url}: {exc.strerror or exc}"
             log.debug(self.last_error)
         finally:
-            self._joined.clear()
+            self._not_joined()
             self._session = None
         return self._attempt_joined
 
@@ -221,6 +226,12 @@ class WampConnection:
 
     async def _joined_session(self, session: Session, details: Any) -> None:
         self.connects += 1
+        if self._metered:
+            if self.connects > 1:
+                meters.add(RECONNECTS)
+            if not self._counted_joined:
+                self._counted_joined = True
+                meters.add(CONNECTED)
         self._attempt_joined = True
         self.last_error = None
         if self._on_join is not None:
@@ -248,18 +259,39 @@ class WampConnection:
             waited = time.monotonic() - sent
             protocol = rawsocket.protocol_of(session)
             if waited > deadline and protocol is not None:
+                if self._metered:
+                    meters.add(TIMEOUTS)
                 self.last_error = f"no acknowledgement from {self.url} for {waited:.1f}s"
                 log.warning("%s; dropping the connection", self.last_error)
                 protocol.drop()
                 return
 
-    def _left_session(self, session: Session, details: Any) -> None:
+    def _not_joined(self) -> None:
         self._joined.clear()
+        if self._counted_joined:
+            self._counted_joined = False
+            meters.add(CONNECTED, -1)
+
+    def oldest_wait(self) -> float:
+        """Seconds the oldest publish in flight has waited for its acknowledgement (0: none);
+        any thread."""
+        session = self._session
+        quick = getattr(session, "quick", None)
+        for _ in range(3):
+            try:
+                sent = quick.oldest_sent() if quick is not None else None
+            except RuntimeError:  # changed under us by the loop's thread: read again
+                continue
+            return 0.0 if sent is None else time.monotonic() - sent
+        return 0.0
+
+    def _left_session(self, session: Session, details: Any) -> None:
+        self._not_joined()
         if details.reason not in ("wamp.close.normal", "wamp.close.goodbye_and_out"):
             self.last_error = f"{details.reason}: {details.message or ''}".strip(": ")
             log.warning("WAMP session left %s: %s", self.url, self.last_error)
 
     def _disconnected_session(self, session: Session) -> None:
-        self._joined.clear()
+        self._not_joined()
         if self._session_ended is not None and not self._session_ended.done():
             self._session_ended.set_result(None)

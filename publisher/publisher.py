@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from concurrent.futures import InvalidStateError
 from functools import partial
 from typing import Any
@@ -14,9 +15,11 @@ from typing import Any
 from autobahn.wamp.exception import ApplicationError, SerializationError, TransportLost
 from autobahn.wamp.types import PublishOptions
 
+from publisher import meters
 from publisher.acked import Acked
 from publisher.connection import WampConnection
 from publisher.credentials import Credentials
+from publisher.publish_meters import ACK_SECONDS, PUBLISHED
 from tidings import catalogue
 from tidings.errors import PublishRefused, PublishTimeout
 from tidings.names import BACKEND_AUTHID, REALM
@@ -41,6 +44,7 @@ class Publisher:
             Credentials(BACKEND_AUTHID, "wampcra", self._settings.require_backend_secret()),
             name=name,
             ack_deadline=self._settings.publish_timeout,
+            metered=True,
         )
 
     @property
@@ -107,6 +111,7 @@ class Publisher:
             done = partial(self._replied, topic, payload, options, future)
             if session.publish_quick(topic, payload, details, done):
                 return
+            started = time.monotonic()
             acked = session.publish(topic, payload, options=options)
         except TransportLost:
             self._publish_later(topic, payload, options, future)
@@ -118,12 +123,21 @@ class Publisher:
             error = PublishRefused(f"cannot encode {topic!r}: {exc}")
             _complete(future, error if isinstance(exc, SerializationError) else exc)
             return
-        acked.add_done_callback(partial(self._acked, topic, payload, options, future))
+        acked.add_done_callback(partial(self._acked, topic, payload, options, future, started))
 
     def _acked(
-        self, topic: str, payload: Any, options: PublishOptions, future: Acked, acked: Any
+        self,
+        topic: str,
+        payload: Any,
+        options: PublishOptions,
+        future: Acked,
+        started: float,
+        acked: Any,
     ) -> None:
-        self._replied(topic, payload, options, future, acked.exception())
+        error = acked.exception()
+        if error is None:
+            _count_published(started)
+        self._replied(topic, payload, options, future, error)
 
     def _replied(
         self,
@@ -163,7 +177,9 @@ class Publisher:
         while True:
             session = await self.connection.session()
             try:
+                started = time.monotonic()
                 await session.publish(topic, payload, options=options)
+                _count_published(started)
                 return
             except TransportLost:
                 # The session died under us; publish again on the next one.
@@ -173,6 +189,12 @@ class Publisher:
                 raise _refused(topic, exc) from exc
             except SerializationError as exc:
                 raise PublishRefused(f"cannot encode {topic!r}: {exc}") from exc
+
+
+def _count_published(started: float) -> None:
+    """A publish autobahn carried (not the quick path) was acknowledged."""
+    ACK_SECONDS.observe(time.monotonic() - started)
+    meters.add(PUBLISHED)
 
 
 def _complete(future: Acked, error: BaseException | None) -> None:

@@ -25,6 +25,10 @@ from autobahn.asyncio.websocket import WampWebSocketClientFactory
 from autobahn.wamp.exception import ApplicationError, SerializationError, TransportLost
 from autobahn.wamp.serializer import JsonSerializer, MsgPackSerializer
 
+from publisher import meters
+from publisher.publish_meters import ACK_SECONDS, IN_FLIGHT
+from publisher.publish_meters import PUBLISHED as PUBLISHED_METER
+
 log = logging.getLogger(__name__)
 # How autobahn encodes MsgPack, for messages sent without its message objects.
 _packb = functools.partial(msgpack.packb, use_bin_type=True)
@@ -44,6 +48,7 @@ class QuickPublishes(dict[int, tuple[Done, float]]):
     def fail_all(self, error: BaseException) -> None:
         pending = list(self.values())
         self.clear()
+        meters.add(IN_FLIGHT, -len(pending))
         for done, _ in pending:
             _reply(done, error)
 
@@ -64,10 +69,12 @@ def publish_quick(
     request = session._request_id_gen.next()
     quick: QuickPublishes = session.quick
     quick[request] = (done, time.monotonic())
+    meters.add(IN_FLIGHT)
     try:
         transport.send_raw([PUBLISH, request, options, topic, [payload]])
     except Exception:
         del quick[request]
+        meters.add(IN_FLIGHT, -1)
         raise
     return True
 
@@ -128,10 +135,15 @@ class RawSocket(WampRawSocketClientProtocol):  # type: ignore[misc]
                 message = None
             if type(message) is list and len(message) >= 3:
                 if message[0] == PUBLISHED and message[1] in quick:
-                    _reply(quick.pop(message[1])[0], None)
+                    done, sent = quick.pop(message[1])
+                    ACK_SECONDS.observe(time.monotonic() - sent)
+                    meters.add(PUBLISHED_METER)
+                    meters.add(IN_FLIGHT, -1)
+                    _reply(done, None)
                     return
                 if message[0] == ERROR and message[1] == PUBLISH and message[2] in quick:
                     error = _refusal(message)
+                    meters.add(IN_FLIGHT, -1)
                     _reply(quick.pop(message[2])[0], error)
                     return
         super().stringReceived(payload)

@@ -15,6 +15,7 @@ from typing import Any
 from autobahn.wamp.exception import ApplicationError
 from twisted.internet.threads import deferToThread
 
+from router import logs, meters
 from stores.jti import make_store
 from tidings import tickets
 from tidings.errors import NO_SUCH_REALM, TicketError, Unavailable
@@ -23,12 +24,16 @@ from tidings.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# TicketError.reason -> the result counted (router.meters.AUTH_RESULTS).
+_RESULTS = {"malformed": "invalid", "invalid": "invalid", "expired": "expired", "replayed": "used"}
+
 Authenticate = Callable[[str, str | None, dict[str, Any]], Any]
 
 
 def create_authenticator(config: dict[str, Any], controller: Any = None) -> Authenticate:
     """Called once by the router; fails the router's start when the secret is missing."""
     settings = Settings.from_environ(os.environ)
+    logs.install()
     secret = settings.require_secret()
     used = make_store(settings.redis_url)
 
@@ -38,18 +43,23 @@ def create_authenticator(config: dict[str, Any], controller: Any = None) -> Auth
         try:
             claims = tickets.verify(details.get("ticket"), secret, used)
         except TicketError as exc:
-            log.info("ticket refused: %s", exc)
+            result = _RESULTS.get(exc.reason, "invalid")
+            log.info("ticket refused: %s", exc, extra={"reason": result})
+            meters.count("auth", result)
             raise ApplicationError(exc.uri, str(exc)) from None
         except Exception:
             # e.g. Redis unreachable: refuse, and say so without internals.
             log.exception("ticket check failed")
+            meters.count("auth", "unavailable")
             raise ApplicationError(
                 Unavailable.uri, "tickets cannot be checked right now; try again"
             ) from None
         if authid is not None and authid != claims.user:
+            meters.count("auth", "invalid")
             raise ApplicationError(
                 TicketError.URIS["invalid"], "the authid does not match the ticket's user"
             )
+        meters.count("auth", "ok")
         return {
             "realm": REALM,
             "authid": claims.user,

@@ -13,7 +13,7 @@ from typing import Any
 
 from autobahn.twisted.wamp import ApplicationSession
 
-from router import guards, uris
+from router import guards, logs, meters, uris
 from tidings import access
 from tidings.names import AUTHORIZE_PROCEDURE, FRONTEND_ROLE
 from tidings.settings import Settings
@@ -61,6 +61,7 @@ class Authorizer(ApplicationSession):  # type: ignore[misc]
 
     def onJoin(self, details: Any) -> Any:
         settings = Settings.from_environ(os.environ)
+        logs.install()
         uris.install()
         guards.install(settings.limits)
         if settings.dev:
@@ -68,4 +69,13 @@ class Authorizer(ApplicationSession):  # type: ignore[misc]
                 "TIDINGS_DEV=1: development mode, with built-in secrets where none are set "
                 "and demo tickets at /dev; never let browsers of the world reach this router"
             )
-        return self.register(authorize, AUTHORIZE_PROCEDURE)
+        # Embedded in the router, this session's transport holds Crossbar's router.
+        meters.saw_router(getattr(self._transport, "_router", None))
+        meters.serve(settings.router_metrics_port)
+        registered = self.register(authorize, AUTHORIZE_PROCEDURE)
+        registered.addCallback(lambda _: meters.ready("authorizer"))
+        return registered
+
+    def onLeave(self, details: Any) -> None:
+        meters.ready("authorizer", "left the realm")
+        super().onLeave(details)

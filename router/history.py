@@ -17,10 +17,18 @@ from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import RegisterOptions, SubscribeOptions
 from twisted.internet.threads import deferToThread
 
+from router import meters
 from router.principals import SessionDirectory, browser_errors
 from stores.history import RedisHistory
 from tidings import access, catalogue
-from tidings.errors import HISTORY_GAP, INVALID_ARGUMENT, NOT_AUTHORIZED, HistoryGap, Unavailable
+from tidings.errors import (
+    HISTORY_GAP,
+    INVALID_ARGUMENT,
+    NOT_AUTHORIZED,
+    UNAVAILABLE,
+    HistoryGap,
+    Unavailable,
+)
 from tidings.history_book import MAX_ANSWER_BYTES, EventHistory
 from tidings.names import HISTORY_PROCEDURE
 from tidings.settings import Settings
@@ -58,11 +66,26 @@ class History(ApplicationSession):  # type: ignore[misc]
         await self.register(
             self.since, HISTORY_PROCEDURE, options=RegisterOptions(details_arg="details")
         )
+        if self.shared is None:
+            history = self.history
+            meters.provide(
+                "history",
+                lambda: {
+                    "history_events": history.held(),
+                    "history_bytes": history.bytes,
+                    "history_topics": len(history),
+                },
+            )
+        meters.ready("history")
         self.log.info(
             "history ready: {size} events per topic, kept in {where}",
             size=config.history_size,
             where=self.shared or f"memory (at most {config.history_bytes} bytes)",
         )
+
+    def onLeave(self, details: Any) -> None:
+        meters.ready("history", "left the realm")
+        super().onLeave(details)
 
     def _on_event(self, *args: Any, details: Any = None, **kwargs: Any) -> None:
         topic = getattr(details, "topic", None)
@@ -76,6 +99,18 @@ class History(ApplicationSession):  # type: ignore[misc]
     ) -> list[dict[str, Any]]:
         """`tidings.history.since(topic, after)`: the events missed since the event `after`
         (its event id, or in shared mode its position)."""
+        try:
+            answer = await self._since(topic, after_event_id, details)
+        except ApplicationError as exc:
+            meters.count("history", _RESULTS.get(exc.error, "invalid"))
+            raise
+        except Unavailable:
+            meters.count("history", "unavailable")
+            raise
+        meters.count("history", "ok")
+        return answer
+
+    async def _since(self, topic: Any, after_event_id: Any, details: Any) -> list[dict[str, Any]]:
         if not isinstance(topic, str) or not keeps_history(topic):
             raise ApplicationError(INVALID_ARGUMENT, "topic has no history (tidings/catalogue.py)")
         if after_event_id is not None and (
@@ -103,3 +138,7 @@ class History(ApplicationSession):  # type: ignore[misc]
                 HISTORY_GAP,
                 f"event {after_event_id} of {topic} is no longer held; reload the data",
             ) from None
+
+
+# The error a browser gets -> the result counted (router.meters.HISTORY_RESULTS).
+_RESULTS = {HISTORY_GAP: "gap", NOT_AUTHORIZED: "denied", UNAVAILABLE: "unavailable"}

@@ -18,6 +18,7 @@ from autobahn.wamp.types import PublishOptions
 from twisted.internet.defer import DeferredLock, ensureDeferred
 from twisted.internet.threads import deferToThread
 
+from router import meters
 from router.later import sleep
 from router.principals import browser_errors
 from stores.maintenance import make_store
@@ -46,9 +47,14 @@ class Maintenance(ApplicationSession):  # type: ignore[misc]
         self.state: dict[str, Any] | None = None
         self.loaded = False
         self._saving = DeferredLock()
+        meters.ready("maintenance", "loading its state")
         await self.subscribe(self._on_event, catalogue.MAINTENANCE_TOPIC)
         await self.register(self.status, MAINTENANCE_STATUS_PROCEDURE)
         ensureDeferred(self._load())
+
+    def onLeave(self, details: Any) -> None:
+        meters.ready("maintenance", "left the realm")
+        super().onLeave(details)
 
     async def _load(self) -> None:
         delay = RETRY_FIRST
@@ -58,6 +64,7 @@ class Maintenance(ApplicationSession):  # type: ignore[misc]
                 saved = await deferToThread(self.store.load)
                 break
             except Exception as exc:
+                meters.ready("maintenance", "its store is unreachable")
                 self.log.warn(
                     "cannot load the maintenance state from {store} ({why}); trying again in "
                     "{delay:.1f} s",
@@ -70,6 +77,7 @@ class Maintenance(ApplicationSession):  # type: ignore[misc]
         else:
             return
         self.loaded = True
+        meters.ready("maintenance")
         # A newer event heard meanwhile wins over the saved one.
         if saved is not None and self.state is None:
             self.state = saved

@@ -21,6 +21,7 @@ from twisted.internet.defer import DeferredLock, ensureDeferred
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThread
 
+from router import meters
 from router.later import sleep
 from router.principals import SessionDirectory, browser_errors, require_name
 from stores.presence import RedisPresence
@@ -31,6 +32,7 @@ from tidings.presence_book import PresenceBook
 from tidings.settings import Settings
 
 RECORD_PATTERN = "tidings.entity.{entity}.{id}"
+_COUNTS = ("presence_users", "presence_records")
 
 
 def record_of(uri: str) -> tuple[str, str] | None:
@@ -74,6 +76,11 @@ class Presence(ApplicationSession):  # type: ignore[misc]
         )
         if self.shared is not None:
             self._start_shared(self.shared)
+        else:
+            book = self.book
+            assert isinstance(book, PresenceBook)
+            meters.provide("presence", lambda: dict(zip(_COUNTS, book.counts(), strict=True)))
+        meters.ready("presence")
         self.log.info("presence ready, kept in {where}", where=self.shared or "memory")
 
     # -- shared mode -------------------------------------------------------------
@@ -124,6 +131,7 @@ class Presence(ApplicationSession):  # type: ignore[misc]
             self.log.warn("presence announcement lost: {why}", why=exc)
 
     def onLeave(self, details: Any) -> None:
+        meters.ready("presence", "left the realm")
         stop = getattr(self, "_stop", None)
         if stop is not None:
             stop.set()

@@ -27,7 +27,8 @@ def children(pid: int) -> dict[str, int]:
     """The supervisor's children by role: {"router": pid, "worker": pid}."""
     found = {}
     for child in psutil.Process(pid).children():
-        line = " ".join(child.cmdline())  # `tidings router` and `worker` exec these
+        # `tidings router` and `worker` exec these; they name themselves so.
+        line = " ".join(child.cmdline())
         for role, program in (("router", "crossbar"), ("worker", "celery")):
             if program in line:
                 found[role] = child.pid

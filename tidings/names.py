@@ -40,6 +40,12 @@ TASK_HEADER = "x-tidings-task"
 # back after a transient failure.
 REPLAYS_HEADER = "x-tidings-replays"
 REDELIVERIES_HEADER = "x-tidings-redeliveries"
+# Why a message was dead-lettered, in a word (the `reason` label of
+# tidings_events_dead_lettered_total): its input is not valid; the router
+# refused it or it could not be sent at all; it failed for a passing reason
+# too many times.
+DEAD_INVALID, DEAD_REFUSED, DEAD_REDELIVERIES = "invalid", "refused", "redeliveries"
+DEAD_LETTER_CODES = (DEAD_INVALID, DEAD_REFUSED, DEAD_REDELIVERIES)
 
 # Celery task names.
 PUBLISH_TASK = "tidings.publish"

@@ -42,6 +42,10 @@ class PresenceBook:
                 gone.append((topic, user))
         return gone
 
+    def counts(self) -> tuple[int, int]:
+        """(users on at least one record, records with at least one user)."""
+        return len({user for users in self._records.values() for user in users}), len(self._records)
+
     def editors(self, topic: str) -> list[str]:
         return sorted(self._records.get(topic, {}))
 

@@ -94,6 +94,12 @@ class Settings:
     # this many seconds without a consumer (its browsers recover from history).
     node_queue_bytes: int = 256 * 1024 * 1024
     node_queue_expires: int = 3600
+    # Loopback ports of the Prometheus endpoints (the worker's also answers
+    # /livez and /readyz); 0: off.
+    router_metrics_port: int = 9464
+    worker_metrics_port: int = 9465
+    # "plain" (the default) or "json": one JSON object per log line.
+    log_format: str = "plain"
     limits: Limits = Limits()
 
     @classmethod
@@ -123,6 +129,9 @@ class Settings:
             backend_port=backend_port,
             node_queue_bytes=read.number("TIDINGS_NODE_QUEUE_BYTES", 256 << 20, int, "bytes"),
             node_queue_expires=read.number("TIDINGS_NODE_QUEUE_EXPIRES", 3600, int, "seconds"),
+            router_metrics_port=read.optional_port("TIDINGS_ROUTER_METRICS_PORT", 9464),
+            worker_metrics_port=read.optional_port("TIDINGS_WORKER_METRICS_PORT", 9465),
+            log_format=read.choice("TIDINGS_LOG_FORMAT", ("plain", "json")),
             limits=Limits(
                 message_rate=read.number("TIDINGS_MESSAGE_RATE", 50.0, float, "per second"),
                 address_rate=read.number("TIDINGS_ADDRESS_RATE", 1000.0, float, "per second"),
@@ -199,6 +208,20 @@ class _Reader:
         if value > 65535:
             raise ConfigError(f"{name}={value} is not a TCP port (1 to 65535)")
         return value
+
+    def optional_port(self, name: str, default: int) -> int:
+        """A port that 0 turns off."""
+        text = self.text(name)
+        if text == "0":
+            return 0
+        return self.port(name) or default
+
+    def choice(self, name: str, choices: tuple[str, ...]) -> str:
+        """One of `choices`, the first by default."""
+        text = self.text(name).lower() or choices[0]
+        if text not in choices:
+            raise ConfigError(f"{name}={text!r} must be one of: {', '.join(choices)}")
+        return text
 
     def secret(self, name: str, dev: bool, dev_default: str) -> str | None:
         """A secret: in development, the built-in one where none is set; elsewhere at

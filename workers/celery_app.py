@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_init, worker_process_init
 
 from tidings.names import TASK_QUEUE
-from workers import amqp_tolerance
+from workers import amqp_tolerance, logs  # noqa: F401 (logs: JSON lines when asked for)
 from workers.delivery import DeliveryConsumer
 from workers.queues import task_queue
 from workers.raw_consumer import RawEventConsumer
@@ -63,6 +63,21 @@ app.add_defaults(celery_config)
 app.steps["consumer"].add(RawEventConsumer)
 # Shared mode: this node's deliveries (idle in memory mode).
 app.steps["consumer"].add(DeliveryConsumer)
+
+
+@worker_init.connect
+def _meters_for_a_prefork_pool(sender: Any = None, **_: Any) -> None:
+    """In a prefork worker the children count into files the parent's /metrics sums."""
+    from publisher import meters
+    from workers import metrics
+
+    if not settings().worker_metrics_port:
+        meters.switch_off()  # before the pool forks: its children count nothing either
+        return
+    pool = getattr(sender, "pool_cls", None)
+    name = pool if isinstance(pool, str) else getattr(pool, "__module__", "")
+    if "prefork" in str(name):
+        metrics.share_with_children()
 
 
 @worker_process_init.connect

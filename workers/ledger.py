@@ -30,8 +30,11 @@ from typing import Any, Protocol
 
 from kombu.message import Message
 
-from tidings.errors import Refused
+from publisher import meters
+from tidings.errors import InvalidArgument, InvalidEvent, Refused
+from tidings.names import DEAD_INVALID, DEAD_REDELIVERIES, DEAD_REFUSED
 from workers.letterbox import LetterBox, TaskCall, redeliveries
+from workers.metrics import CONSUMED, REDELIVERED
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +202,11 @@ class Ledger:
         line.last_tag = max(line.last_tag, tag)
         entry.alone = line.gapped
         line.entries.append(entry)
+        consumed = CONSUMED.get(entry.queue)
+        if consumed is not None:
+            meters.add(consumed)
+            if _taken_again(message):
+                meters.add(REDELIVERED)
         return entry
 
     # -- completing entries, from any thread ---------------------------------
@@ -376,7 +384,8 @@ class Ledger:
         try:
             assert self.letters is not None, "a ledger that settles failures needs a LetterBox"
             if action == DEAD_LETTER:
-                self.letters.dead_letter(entry.message, reason, entry.task)
+                code = dead_letter_code(entry.error)
+                self.letters.dead_letter(entry.message, reason, entry.task, code)
             else:
                 log.warning("%s failed (%s); handed back to %s", _what(entry), reason, entry.queue)
                 self.letters.hand_back(entry.message, entry.queue, redeliveries(entry.message) + 1)
@@ -408,6 +417,23 @@ class Ledger:
         """Messages in line (not counting those Celery holds)."""
         with self._lock:
             return sum(len(line.entries) for line in self._lines.values())
+
+
+def _taken_again(message: Message) -> bool:
+    """Delivered before: after a crash or a lost connection, handed back, or a task retried."""
+    if message.delivery_info.get("redelivered"):
+        return True
+    headers = message.headers or {}
+    return redeliveries(message) > 0 or bool(headers.get("retries"))
+
+
+def dead_letter_code(error: BaseException | None) -> str:
+    """The word for why a message is dead-lettered (tidings.names.DEAD_LETTER_CODES)."""
+    if isinstance(error, InvalidEvent | InvalidArgument):
+        return DEAD_INVALID
+    if isinstance(error, Refused):
+        return DEAD_REFUSED
+    return DEAD_REDELIVERIES
 
 
 def _error_of(future: Completes) -> BaseException | None:

@@ -20,7 +20,9 @@ from typing import Any
 from kombu import Connection, Producer
 from kombu.message import Message
 
+from publisher import meters
 from tidings.names import (
+    DEAD_INVALID,
     DEAD_QUEUE,
     REASON_HEADER,
     REDELIVERIES_HEADER,
@@ -29,6 +31,7 @@ from tidings.names import (
     TASK_HEADER,
 )
 from workers.amqp_tolerance import encodable
+from workers.metrics import DEAD_LETTERED
 from workers.queues import dead_queue
 
 log = logging.getLogger(__name__)
@@ -67,11 +70,17 @@ class LetterBox:
         self._pid: int | None = None
 
     def dead_letter(
-        self, message: Message | None, reason: str, task: TaskCall | None = None
+        self,
+        message: Message | None,
+        reason: str,
+        task: TaskCall | None = None,
+        code: str = DEAD_INVALID,
     ) -> None:
-        """Keep `message` (or the task call) in the dead-letter queue with `reason`."""
+        """Keep `message` (or the task call) in the dead-letter queue with `reason`; `code`
+        is the word for it that the metrics count (tidings.names.DEAD_LETTER_CODES)."""
         what = f"task {task.name} {task.id}" if task else "raw event"
-        log.warning("dead-lettering %s: %s", what, reason)
+        fields = {"reason": code, "task_id": task.id if task else None}
+        log.warning("dead-lettering %s: %s", what, reason, extra=fields)
         if task is not None:
             headers = {REASON_HEADER: reason, TASK_HEADER: task.name}
             replays = (message.headers or {}).get(REPLAYS_HEADER) if message else None
@@ -84,9 +93,10 @@ class LetterBox:
                 content_type="application/json",
                 content_encoding="utf-8",
             )
-            return
-        assert message is not None
-        self._copy(message, DEAD_QUEUE, {REASON_HEADER: reason, REDELIVERIES_HEADER: None})
+        else:
+            assert message is not None
+            self._copy(message, DEAD_QUEUE, {REASON_HEADER: reason, REDELIVERIES_HEADER: None})
+        meters.add(DEAD_LETTERED[code])
 
     def hand_back(self, message: Message, queue: str, count: int) -> None:
         """Put a copy of `message` at the end of `queue`, marked as redelivered `count` times."""

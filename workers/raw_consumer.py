@@ -20,7 +20,8 @@ from publisher import get_publisher
 from tidings import events
 from tidings.errors import InvalidEvent, PublishRefused
 from tidings.names import EVENTS_QUEUE
-from workers import amqp_tolerance
+from workers import amqp_tolerance, metrics
+from workers.metrics import health
 from workers.queues import dead_queue, events_exchange, events_queue
 from workers.runtime import ledger, open_ledger, settings, sink
 
@@ -48,8 +49,13 @@ class RawEventConsumer(bootsteps.ConsumerStep):  # type: ignore[misc]
 
     def start(self, c: Any) -> None:
         open_ledger(c.hub)
-        get_publisher(settings())  # connect now, not on the first event
+        config = settings()
+        get_publisher(config)  # connect now, not on the first event
         super().start(c)
+        health.consumer, health.raw_consumers = c, list(self.consumers or ())
+        health.publisher = lambda: get_publisher(config)
+        health.publish_timeout = config.publish_timeout
+        metrics.serve(config.worker_metrics_port)
 
     def on_message(self, message: Message) -> None:
         self.consumed += 1

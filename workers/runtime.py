@@ -17,6 +17,7 @@ from tidings.events import Outgoing
 from tidings.settings import Settings
 from workers.ledger import Ledger
 from workers.letterbox import LetterBox, confirming
+from workers.metrics import health
 from workers.relay import Relay
 
 
@@ -50,8 +51,17 @@ def sink() -> LocalSink | Relay:
     return Relay(history, confirming(config.broker_url))
 
 
+_turning: Any = None
+
+
 def open_ledger(hub: Any) -> Ledger:
     """Called at every consumer (re)start with its event loop."""
+    global _turning
     ledger.max_redeliveries = settings().max_redeliveries
     ledger.use_hub(hub)
+    if hub is not None and hub is not _turning:
+        # /livez: the loop that takes messages in and acks them still turns.
+        hub.call_repeatedly(1.0, health.turn)
+        _turning = hub
+        health.turn()
     return ledger

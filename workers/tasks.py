@@ -13,7 +13,14 @@ from celery.worker.request import Request
 from publisher import get_publisher
 from tidings import events
 from tidings.errors import InvalidEvent, PublishRefused, PublishTimeout
-from tidings.names import ENTITY_CHANGED_TASK, MAINTENANCE_TASK, PUBLISH_TASK
+from tidings.names import (
+    DEAD_INVALID,
+    DEAD_REDELIVERIES,
+    DEAD_REFUSED,
+    ENTITY_CHANGED_TASK,
+    MAINTENANCE_TASK,
+    PUBLISH_TASK,
+)
 from workers.celery_app import app
 from workers.letterbox import TaskCall
 from workers.runtime import ledger, letters, settings, sink
@@ -60,7 +67,7 @@ class PublishingTask(Task):  # type: ignore[misc]
         try:
             outgoing = self.plan(request.id, *args, **kwargs)
         except InvalidEvent as exc:
-            self.dead_letter(str(exc))
+            self.dead_letter(str(exc), DEAD_INVALID)
             return 0
         publisher = get_publisher(settings())
         futures = sink().send(outgoing)
@@ -77,7 +84,8 @@ class PublishingTask(Task):  # type: ignore[misc]
             timeout = PublishTimeout(f"router did not acknowledge in time ({why})")
             limit = settings().max_redeliveries
             if request.retries >= limit:
-                self.dead_letter(f"redelivered {request.retries} times; last: {timeout}")
+                reason = f"redelivered {request.retries} times; last: {timeout}"
+                self.dead_letter(reason, DEAD_REDELIVERIES)
                 return 0
             delay = min(0.5 * 2**request.retries, MAX_RETRY_DELAY)
             log.warning("%s; retrying in %.1fs", timeout, delay)
@@ -85,7 +93,7 @@ class PublishingTask(Task):  # type: ignore[misc]
         except PublishRefused as exc:
             # The router refused the event itself (not a transient fault):
             # keep it, with the reason, rather than fail and lose it.
-            self.dead_letter(str(exc))
+            self.dead_letter(str(exc), DEAD_REFUSED)
             return 0
         return len(outgoing)
 
@@ -93,8 +101,8 @@ class PublishingTask(Task):  # type: ignore[misc]
         request = self.request
         return TaskCall(self.name, request.id, request.args, request.kwargs)
 
-    def dead_letter(self, reason: str) -> None:
-        letters.dead_letter(None, reason, self._call())
+    def dead_letter(self, reason: str, code: str) -> None:
+        letters.dead_letter(None, reason, self._call(), code)
 
 
 def publishing_task(name: str) -> Callable[[Plan], PublishingTask]:

@@ -44,7 +44,12 @@ def check(**changes: str) -> list[str]:
 def test_status_all_up_then_each_part_down(router, vhost, start_worker, subscribe):
     worker = start_worker(router, vhost)
     subscribe(router.ws_url, "fault-status", ["tidings.user.fault-status"])
-    env = {"TIDINGS_ROUTER_URL": router.rs_url, "TIDINGS_BROKER_URL": vhost}
+    env = {
+        "TIDINGS_ROUTER_URL": router.rs_url,
+        "TIDINGS_BROKER_URL": vhost,
+        "TIDINGS_HTTP_PORT": str(router.web_port),
+        "TIDINGS_WORKER_METRICS_PORT": str(worker.metrics_port),
+    }
 
     code, report = run_status("--json", **env)
     assert code == 0, report
@@ -54,6 +59,7 @@ def test_status_all_up_then_each_part_down(router, vhost, start_worker, subscrib
     queues = report["queues"]
     assert queues["tidings"]["consumers"] >= 1 and queues["tidings.events"]["consumers"] >= 1
     assert queues["tidings.events.dead"]["messages"] == 0
+    assert report["router_health"] == "ok" and report["worker_readiness"] == "ok"
     code, text = run_status(**env)
     assert code == 0 and "status           ok" in str(text), text
 
@@ -63,7 +69,12 @@ def test_status_all_up_then_each_part_down(router, vhost, start_worker, subscrib
     assert "broker           DOWN" in str(text) and "status           DOWN: broker" in str(text)
     assert "guest:guest" not in str(text)  # the password is not printed
 
-    up = {"router_url": router.rs_url, "broker_url": vhost}
+    up = {
+        "router_url": router.rs_url,
+        "broker_url": vhost,
+        "http_port": router.web_port,
+        "worker_metrics_port": worker.metrics_port,
+    }
     assert check(**up) == []
     down_router = f"rs://127.0.0.1:{free_port()}"
     assert check(**{**up, "router_url": down_router}) == ["router", "backend session"]

@@ -217,3 +217,33 @@ def test_py_amqp_decodes_short_strings_through_its_module_pstr_t():
     text = inspect.getsource(amqp.serialization)
     assert "def _read_item(" in text and "pstr_t(" in text
     assert text.count("pstr_t(") >= 3
+
+
+def test_crossbar_internals_the_router_meters_read():
+    # router.meters: an embedded component's transport holds the router
+    # (RouterApplicationSession._router); sessions by id, subscriptions by session.
+    session = _module_text("crossbar.router.session")
+    assert "self._router: Router = router" in session
+    assert "self._session._transport = self" in session
+    router = _module_text("crossbar.router.router")
+    assert "self._session_id_to_session[session._session_id] = session" in router
+    assert "self._session_to_subscriptions = {}" in _module_text("crossbar.router.broker")
+
+
+def test_crossbar_builds_a_resource_path_and_picks_its_log_observers_by_name():
+    # .crossbar/config.json "health": {"type": "resource", "classname": ...} -> make(extra);
+    # router.launch replaces make_stdout_observer/make_stderr_observer in crossbar.node.main.
+    assert 'resource = make(config.get("extra", {}))' in _module_text("crossbar.webservice.base")
+    main = _module_text("crossbar.node.main")
+    assert "from crossbar._logging import LogLevel, make_logfile_observer" in main
+    assert main.count("make_stdout_observer(") >= 3 and "make_stderr_observer(" in main
+
+
+def test_celery_says_shutdown_through_safe_say_after_celeryd_init():
+    # workers.logs: celeryd_init comes before Celery's first warning, and its
+    # signal handlers write through celery.apps.worker.safe_say.
+    text = _module_text("celery.apps.worker")
+    init = text.index("signals.celeryd_init.send(")
+    assert init < text.index("check_privileges(self.app.conf.accept_content)")
+    assert "def safe_say(msg, f=sys.__stderr__):" in text
+    assert "safe_say(f'worker: {how} shutdown (MainProcess)', sys.__stdout__)" in text

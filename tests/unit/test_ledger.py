@@ -46,13 +46,17 @@ class Message:
 class Letters:
     def __init__(self) -> None:
         self.dead: list[tuple[int | None, str]] = []
+        self.codes: list[str] = []
         self.handed_back: list[tuple[int, str, int]] = []
         self.broken = False
 
-    def dead_letter(self, message: Any, reason: str, task: TaskCall | None = None) -> None:
+    def dead_letter(
+        self, message: Any, reason: str, task: TaskCall | None = None, code: str = "invalid"
+    ) -> None:
         if self.broken:
             raise OSError("broker gone")
         self.dead.append((message.delivery_tag if message else None, reason))
+        self.codes.append(code)
 
     def hand_back(self, message: Any, queue: str, count: int) -> None:
         if self.broken:
@@ -136,6 +140,7 @@ def test_a_refusal_is_dead_lettered_with_its_reason_and_acked_alone(parts):
     after.set_result()
     hub.run()
     assert letters.dead == [(2, "router refused 'tidings.user.1': wamp.error.x")]
+    assert letters.codes == ["refused"]
     assert channel.acks == [(1, True), (2, False), (3, True)]
 
 
@@ -149,6 +154,7 @@ def test_invalid_input_is_dead_lettered_in_its_turn(parts):
     first.set_result()
     hub.run()
     assert letters.dead == [(2, "unknown event type 'x'")]
+    assert letters.codes == ["invalid"]
     assert channel.acks == [(1, True), (2, False)]
 
 
@@ -171,6 +177,7 @@ def test_after_the_last_redelivery_it_is_dead_lettered_never_looping(parts):
     hub.run()
     assert letters.handed_back == []
     assert letters.dead == [(1, "redelivered 3 times; last: ConnectionError: lost")]
+    assert letters.codes == ["redeliveries"]
     assert channel.acks == [(1, False)]
 
 

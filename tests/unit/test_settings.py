@@ -20,6 +20,8 @@ def test_defaults_without_any_variable():
     assert settings.publish_timeout == 10.0 and settings.max_redeliveries == 10
     assert settings.secret is None and settings.backend_secret is None and not settings.dev
     assert settings.cbdir.name == ".crossbar"
+    assert (settings.router_metrics_port, settings.worker_metrics_port) == (9464, 9465)
+    assert settings.log_format == "plain"
 
 
 def test_values_are_cast_and_dev_mode_fills_in_the_secrets():
@@ -30,8 +32,13 @@ def test_values_are_cast_and_dev_mode_fills_in_the_secrets():
             "TIDINGS_HISTORY_SIZE": "7",
             "TIDINGS_CBDIR": "/srv/router",
             "TIDINGS_REDIS_URL": "redis://127.0.0.1:6390/0",
+            "TIDINGS_ROUTER_METRICS_PORT": "0",
+            "TIDINGS_WORKER_METRICS_PORT": "19465",
+            "TIDINGS_LOG_FORMAT": "JSON",
         }
     )
+    assert (settings.router_metrics_port, settings.worker_metrics_port) == (0, 19465)
+    assert settings.log_format == "json"
     assert settings.dev and settings.secret == DEV_SECRET
     assert settings.publish_timeout == 2.5 and settings.history_size == 7
     assert settings.cbdir == Path("/srv/router")
@@ -52,6 +59,8 @@ def test_values_are_cast_and_dev_mode_fills_in_the_secrets():
         ("TIDINGS_BROKER_URL", "http://127.0.0.1:5672"),
         ("TIDINGS_ROUTER_URL", "127.0.0.1:8081"),
         ("TIDINGS_REDIS_URL", "localhost:6379"),
+        ("TIDINGS_WORKER_METRICS_PORT", "70000"),
+        ("TIDINGS_LOG_FORMAT", "xml"),
     ],
 )
 def test_a_wrong_value_is_one_error_naming_the_variable(name, value):
