@@ -11,6 +11,7 @@ from types import ModuleType
 
 from cli import dead_letters, maintenance, publish, router, run, status, ticket, worker
 from cli.common import CliError
+from tidings import catalogue
 from tidings.errors import ConfigError
 from tidings.settings import Settings
 
@@ -44,6 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_environ(os.environ)
+        catalogue.current()  # every command and process reads it: a wrong entry stops here
         return int(COMMANDS[args.command].run(args, settings))
     except (CliError, ConfigError) as exc:
         print(f"tidings {args.command}: {exc}", file=sys.stderr)

@@ -17,7 +17,7 @@ from twisted.internet.threads import deferToThread
 
 from router import logs, meters
 from stores.jti import make_store
-from tidings import tickets
+from tidings import catalogue, tickets
 from tidings.errors import NO_SUCH_REALM, TicketError, Unavailable
 from tidings.names import FRONTEND_ROLE, REALM
 from tidings.settings import Settings
@@ -35,6 +35,7 @@ def create_authenticator(config: dict[str, Any], controller: Any = None) -> Auth
     settings = Settings.from_environ(os.environ)
     logs.install()
     secret = settings.require_secret()
+    catalogue.current()  # a wrong entry stops the router here, with one line
     used = make_store(settings.redis_url)
 
     def check(realm: str, authid: str | None, details: dict[str, Any]) -> dict[str, Any]:

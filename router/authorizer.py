@@ -14,7 +14,8 @@ from typing import Any
 from autobahn.twisted.wamp import ApplicationSession
 
 from router import guards, logs, meters, uris
-from tidings import access
+from tidings import access, catalogue
+from tidings.catalogue import AUTHENTICATED
 from tidings.names import AUTHORIZE_PROCEDURE, FRONTEND_ROLE
 from tidings.settings import Settings
 
@@ -22,15 +23,16 @@ log = logging.getLogger(__name__)
 
 # The router caches a decision by realm, role, URI and action: not by user,
 # and not by match policy, so a cached "allow" of an exact subscription would
-# also allow a prefix one of the same string. Only the answer for the public
-# procedures is cached: a small, fixed set of URIs, the same for everyone.
-# Nothing decided for an arbitrary URI is kept.
+# also allow a prefix one of the same string. Only the answer for procedures
+# every signed-in user may call is cached: declared URIs, the same for
+# everyone. Nothing decided for an arbitrary URI, or by a permission, is kept.
 _DENY = {"allow": False, "disclose": False, "cache": False}
 _ALLOW = {"allow": True, "disclose": False, "cache": False}
-# The public procedures check the caller's own permissions (history, editors),
-# so the router must tell them who calls: disclosure is decided here, by the
-# caller's authorization, not by the callee's role.
-_CALL_DISCLOSED = {"allow": True, "disclose": True, "cache": True}
+# Procedures check the caller themselves (history, editors, an application's
+# own), so the router must tell them who calls: disclosure is decided here,
+# by the caller's authorization, not by the callee's role.
+_CALL_FOR_EVERYONE = {"allow": True, "disclose": True, "cache": True}
+_CALL_BY_PERMISSION = {"allow": True, "disclose": True, "cache": False}
 
 
 def authorize(session: dict[str, Any], uri: str, action: str, options: dict[str, Any]) -> dict:
@@ -50,7 +52,10 @@ def authorize(session: dict[str, Any], uri: str, action: str, options: dict[str,
             return _ALLOW if access.may_subscribe_wildcard(user, perms, uri) else _DENY
         return _DENY
     if action == "call":
-        return _CALL_DISCLOSED if access.may_call(user, perms, uri) else _DENY
+        declared = catalogue.procedure(uri)
+        if declared is None or not declared.allows(perms):
+            return _DENY
+        return _CALL_FOR_EVERYONE if declared.permission == AUTHENTICATED else _CALL_BY_PERMISSION
     # Browsers never publish and never register (router.guards refuses both earlier).
     return _DENY
 
@@ -61,6 +66,7 @@ class Authorizer(ApplicationSession):  # type: ignore[misc]
 
     def onJoin(self, details: Any) -> Any:
         settings = Settings.from_environ(os.environ)
+        catalogue.current()  # a wrong entry stops the router here, with one line
         logs.install()
         uris.install()
         guards.install(settings.limits)

@@ -10,6 +10,15 @@ USERS: dict[str, str] = {"1": "Alice", "2": "Bob", "3": "Carol", "4": "Dave"}
 # Every demo user may view every demo entity.
 ENTITIES: tuple[str, ...] = ("order",)
 PERMS: tuple[str, ...] = tuple(f"entity:{entity}:view" for entity in ENTITIES)
+# Chat rooms and their members: everyone is in "lobby"; Carol is not in "ops".
+ROOMS: dict[str, tuple[str, ...]] = {"lobby": ("1", "2", "3", "4"), "ops": ("1", "2", "4")}
+
+
+def perms_of(user: str) -> list[str]:
+    """What a demo user's ticket holds: every entity, and the rooms they are a member of."""
+    rooms = [f"chat:{room}:join" for room, members in ROOMS.items() if user in members]
+    return [*PERMS, *rooms]
+
 
 RECORD_FIELDS: tuple[str, ...] = ("customer", "status", "total", "note")
 STATUSES: tuple[str, ...] = ("new", "processing", "shipped", "closed")

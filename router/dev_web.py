@@ -127,7 +127,7 @@ def _user(value: Any) -> str:
 
 def users(body: dict[str, Any], match: re.Match[str]) -> tuple[int, dict[str, Any]]:
     listed = [{"id": uid, "name": name} for uid, name in demo.USERS.items()]
-    return 200, {"users": listed, "perms": list(demo.PERMS)}
+    return 200, {"users": listed, "perms": list(demo.PERMS), "rooms": demo.ROOMS}
 
 
 def _demo_user(value: Any) -> str:
@@ -139,7 +139,7 @@ def _demo_user(value: Any) -> str:
 
 def ticket(body: dict[str, Any], match: re.Match[str]) -> tuple[int, dict[str, Any]]:
     user = _demo_user(body.get("user"))
-    token = tickets.issue(settings().require_secret(), user, list(demo.PERMS))
+    token = tickets.issue(settings().require_secret(), user, demo.perms_of(user))
     return 200, {"ticket": token, "user": user, "name": demo.USERS.get(user, f"User {user}")}
 
 

@@ -34,11 +34,6 @@ from tidings.names import HISTORY_PROCEDURE
 from tidings.settings import Settings
 
 
-def keeps_history(uri: str) -> bool:
-    found = catalogue.lookup(uri)
-    return found is not None and found[0].history
-
-
 class History(ApplicationSession):  # type: ignore[misc]
     """The router-side history component; registers `tidings.history.since`.
 
@@ -90,8 +85,8 @@ class History(ApplicationSession):  # type: ignore[misc]
     def _on_event(self, *args: Any, details: Any = None, **kwargs: Any) -> None:
         topic = getattr(details, "topic", None)
         payload = args[0] if args else kwargs
-        if isinstance(topic, str) and isinstance(payload, dict) and keeps_history(topic):
-            self.history.add(topic, payload)
+        if isinstance(topic, str) and isinstance(payload, dict) and catalogue.keeps_history(topic):
+            self.history.add(topic, payload, catalogue.history_size(topic))
 
     @browser_errors
     async def since(
@@ -111,8 +106,8 @@ class History(ApplicationSession):  # type: ignore[misc]
         return answer
 
     async def _since(self, topic: Any, after_event_id: Any, details: Any) -> list[dict[str, Any]]:
-        if not isinstance(topic, str) or not keeps_history(topic):
-            raise ApplicationError(INVALID_ARGUMENT, "topic has no history (tidings/catalogue.py)")
+        if not isinstance(topic, str) or not catalogue.keeps_history(topic):
+            raise ApplicationError(INVALID_ARGUMENT, "this topic keeps no history (the catalogue)")
         if after_event_id is not None and (
             not isinstance(after_event_id, str) or len(after_event_id) > 200
         ):

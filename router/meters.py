@@ -22,7 +22,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 log = txaio.make_logger()  # type: ignore[attr-defined]
 
 # The components /health waits for; each says `ready(name)` once it can serve.
-COMPONENTS = ("authorizer", "history", "presence", "maintenance")
+COMPONENTS = ("authorizer", "history", "presence", "maintenance", "chat")
 
 AUTH_RESULTS = ("ok", "invalid", "expired", "used", "unavailable")
 HISTORY_RESULTS = ("ok", "gap", "denied", "invalid", "unavailable")
@@ -114,7 +114,7 @@ _SIZES = {
     "history_bytes": "bytes those events take (memory mode)",
     "history_topics": "topics with events held (memory mode)",
     "presence_users": "users on at least one record, on this node",
-    "presence_records": "records with at least one user, on this node",
+    "presence_records": "records and rooms with at least one user, on this node",
 }
 
 registry = CollectorRegistry(auto_describe=False)

@@ -1,10 +1,13 @@
-"""Presence: who is on which record, from the router's subscription meta events.
+"""Presence: who is on which record or in which room, from the router's subscription meta events.
 
-A router-side component (`.crossbar/config.json`). A browser that subscribes
-to `tidings.entity.<e>.<id>` is on that record; the others hear
-`{"user", "state": "joined"|"left"}` on `tidings.presence.<e>.<id>`, once per
-user however many tabs they have open. Runs under Twisted in the router: it
-never imports the asyncio Publisher.
+A router-side component (`.crossbar/config.json`). A topic family that
+declares `presence` in the catalogue is watched: a browser that subscribes
+to `tidings.entity.<e>.<id>` is on that record, to `tidings.chat.<room>` in
+that room; the others hear `{"user", "state": "joined"|"left"}` on the
+declared presence topic (`tidings.presence.<e>.<id>`,
+`tidings.presence.chat.<room>`), once per user however many tabs they have
+open. Runs under Twisted in the router: it never imports the asyncio
+Publisher.
 """
 
 from __future__ import annotations
@@ -26,21 +29,19 @@ from router.later import sleep
 from router.principals import SessionDirectory, browser_errors, require_name
 from stores.presence import RedisPresence
 from tidings import access, catalogue
-from tidings.errors import NOT_AUTHORIZED, Unavailable
+from tidings.errors import INVALID_ARGUMENT, NOT_AUTHORIZED, Unavailable
 from tidings.names import EDITORS_PROCEDURE
+from tidings.names import PRESENCE_HERE_PROCEDURE as HERE_PROCEDURE
 from tidings.presence_book import PresenceBook
 from tidings.settings import Settings
 
-RECORD_PATTERN = "tidings.entity.{entity}.{id}"
 _COUNTS = ("presence_users", "presence_records")
 
 
-def record_of(uri: str) -> tuple[str, str] | None:
-    """(entity, id) if `uri` is one record's topic, `tidings.entity.<entity>.<id>`."""
+def presence_of(uri: str) -> str | None:
+    """The topic where who is on `uri` is announced, if its family declares one."""
     found = catalogue.lookup(uri)
-    if found is None or found[0].pattern != RECORD_PATTERN:
-        return None
-    return found[1]["entity"], found[1]["id"]
+    return found[0].presence_topic(found[1]) if found is not None else None
 
 
 class Presence(ApplicationSession):  # type: ignore[misc]
@@ -71,9 +72,8 @@ class Presence(ApplicationSession):  # type: ignore[misc]
             ("wamp.session.on_leave", self._on_leave),
         ):
             await self.subscribe(self._serialized(handler), uri)
-        await self.register(
-            self.editors, EDITORS_PROCEDURE, options=RegisterOptions(details_arg="details")
-        )
+        for procedure, name in ((self.editors, EDITORS_PROCEDURE), (self.here, HERE_PROCEDURE)):
+            await self.register(procedure, name, options=RegisterOptions(details_arg="details"))
         if self.shared is not None:
             self._start_shared(self.shared)
         else:
@@ -119,9 +119,9 @@ class Presence(ApplicationSession):  # type: ignore[misc]
 
     def _heard(self, topic: str, user: str, state: str) -> None:
         """On the listening thread: any node's announcement, published on this one."""
-        record = record_of(topic)
-        if record is not None:
-            reactor.callFromThread(self._announce, record, user, state)
+        announced = presence_of(topic)
+        if announced is not None:
+            reactor.callFromThread(self._announce, announced, user, state)
 
     async def _announce_shared(self, topic: str, user: str, state: str) -> None:
         assert self.shared is not None
@@ -163,8 +163,7 @@ class Presence(ApplicationSession):  # type: ignore[misc]
         found = await self._subscription(subscription_id)
         if found is None or found[1] != "exact":
             return
-        record = record_of(found[0])
-        if record is None:
+        if presence_of(found[0]) is None:
             return
         principal = await self.directory.get(session_id)
         if principal is None or principal.is_backend:
@@ -204,14 +203,14 @@ class Presence(ApplicationSession):  # type: ignore[misc]
         if self.shared is not None:
             await self._announce_shared(topic, user, state)  # heard by every node, this one too
             return
-        record = record_of(topic)
-        if record is not None:
-            self._announce(record, user, state)
+        announced = presence_of(topic)
+        if announced is not None:
+            self._announce(announced, user, state)
 
-    def _announce(self, record: tuple[str, str], user: str, state: str) -> None:
+    def _announce(self, announced: str, user: str, state: str) -> None:
         # The user's own tabs know already; "the others" are told.
         done = self.publish(
-            catalogue.presence_topic(*record),
+            announced,
             {"user": user, "state": state},
             options=PublishOptions(acknowledge=True, exclude_authid=[user]),
         )
@@ -227,9 +226,23 @@ class Presence(ApplicationSession):  # type: ignore[misc]
         caller = await self.directory.caller(details)
         if not caller.is_backend and not access.may_subscribe(caller.authid, caller.perms, topic):
             raise ApplicationError(NOT_AUTHORIZED, f"no permission to view {entity} records")
+        return await self._who(topic)
+
+    @browser_errors
+    async def here(self, topic: Any = None, details: Any = None) -> list[str]:
+        """`tidings.presence.here(topic)`: the user ids now subscribed to a topic whose family
+        declares presence (a chat room, a record)."""
+        if not isinstance(topic, str) or presence_of(topic) is None:
+            raise ApplicationError(INVALID_ARGUMENT, "this topic has no presence (the catalogue)")
+        caller = await self.directory.caller(details)
+        if not caller.is_backend and not access.may_subscribe(caller.authid, caller.perms, topic):
+            raise ApplicationError(NOT_AUTHORIZED, f"no permission to read {topic}")
+        return await self._who(topic)
+
+    async def _who(self, topic: str) -> list[str]:
         try:
-            editors: list[str] = await self._book(self.book.editors, topic)
+            users: list[str] = await self._book(self.book.editors, topic)
         except Exception as exc:
             self.log.warn("presence store unreachable: {why}", why=exc)
-            raise Unavailable("who is on this record cannot be told right now; try again") from None
-        return editors
+            raise Unavailable("who is here cannot be told right now; try again") from None
+        return users

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from tidings.errors import HistoryGap
@@ -73,14 +73,20 @@ class RedisHistory:
     def __repr__(self) -> str:
         return "Redis streams tidings:h:{topic}:*"
 
-    def record(self, events: Sequence[tuple[str, str, str]]) -> list[str]:
-        """Record (topic, event id, JSON) each, in one round trip; their positions."""
+    def record(
+        self,
+        events: Sequence[tuple[str, str, str]],
+        size_of: Callable[[str], int | None] | None = None,
+    ) -> list[str]:
+        """Record (topic, event id, JSON) each, in one round trip; their positions. Each topic
+        keeps its last `size_of(topic)` events (None: the store's size)."""
         if not events:
             return []
         pipe = self._redis.pipeline(transaction=False)
         for topic, event_id, text in events:
             epoch = secrets.token_hex(4)
-            self._record(_keys(topic), [event_id, text, self.size, self.ttl, epoch], client=pipe)
+            size = (size_of(topic) if size_of else None) or self.size
+            self._record(_keys(topic), [event_id, text, size, self.ttl, epoch], client=pipe)
         return [position(_text(epoch), int(offset)) for epoch, offset, _ in pipe.execute()]
 
     def since(self, topic: str, after: str | None, max_bytes: int) -> list[dict[str, Any]]:

@@ -110,7 +110,7 @@ def test_status_names_a_component_that_is_missing(tmp_path: Path):
     try:
         settings = Settings(router_url=router.rs_url, backend_secret=TEST_BACKEND_SECRET)
         health = status.check(settings, timeout=5)
-        assert health.missing == ["tidings.entity.editors"]
+        assert health.missing == ["tidings.entity.editors", "tidings.presence.here"]
         assert "router component (tidings.entity.editors not registered)" in health.down
     finally:
         router.stop()

@@ -409,12 +409,12 @@ def test_browsers_hear_tidings_errors_only_and_nothing_of_the_callee(limited):
 
 def test_an_exact_decision_never_allows_a_prefix_and_a_topic_matches_whole(limited):
     # Before: Crossbar's cache keyed the decision by URI alone, so a prefix
-    # subscription of `tidings.demo.prices` passed once an exact one had.
+    # subscription of `tidings.user.7` (user 70's topic too) passed once an exact one had.
     client = joined(limited, user="7", perms=[])
     try:
-        client.send([SUBSCRIBE, 1, {}, "tidings.demo.prices"])
+        client.send([SUBSCRIBE, 1, {}, "tidings.user.7"])
         assert client.read()[0] == SUBSCRIBED
-        client.send([SUBSCRIBE, 2, {"match": "prefix"}, "tidings.demo.prices"])
+        client.send([SUBSCRIBE, 2, {"match": "prefix"}, "tidings.user.7"])
         assert error_uri(client.read()) == "tidings.error.not_authorized"
         # Before: `$` let a final newline through.
         client.send([SUBSCRIBE, 3, {}, "tidings.user.7\n"])

@@ -1,11 +1,17 @@
-"""Who may do what: the one rule that both the router's authorizer and the history read."""
+"""Who may do what: the one rule that the router's authorizer, the history and presence read.
+
+Everything follows from the catalogue's declarations: a topic by its
+family's audience; a prefix or wildcard subscription only when every topic
+of every family it could match is allowed to this user; a procedure by the
+permission declared for it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from tidings import catalogue
-from tidings.names import PUBLIC_PROCEDURES
+from tidings.catalogue import Topic
 
 
 def may_subscribe(user: str, perms: Iterable[str], uri: str) -> bool:
@@ -14,52 +20,90 @@ def may_subscribe(user: str, perms: Iterable[str], uri: str) -> bool:
     if found is None:
         return False
     topic, parts = found
-    if topic.audience == "authenticated":
-        return True
-    if topic.audience == "self":
-        return parts.get("user") == user
-    if topic.audience == "entity":
-        return f"entity:{parts['entity']}:view" in set(perms)
-    return False
+    return topic.allows(user, perms, parts)
 
 
 def may_subscribe_prefix(user: str, perms: Iterable[str], prefix: str) -> bool:
-    """A prefix subscription is allowed only if every topic it could match is allowed.
+    """A prefix subscription: allowed only if every topic it could match is allowed.
 
-    That holds only for a prefix that ends inside a topic family whose every
-    member this user may read: `tidings.entity.order.` with `entity:order:view`,
-    `tidings.presence.order.` likewise, or `tidings.user.<self>` exactly.
+    `tidings.entity.order.` with `entity:order:view` is (every order record);
+    `tidings.entity.order` is not (it also matches `tidings.entity.orders.1`),
+    nor `tidings.user.` (other users' topics).
     """
-    perms = set(perms)
-    for family in ("tidings.entity.", "tidings.presence."):
-        if prefix.startswith(family):
-            rest = prefix[len(family) :]
-            entity = rest.split(".", 1)[0]
-            # "tidings.entity.order" as a prefix also matches "tidings.entity.orders.1".
-            if "." in rest and entity and f"entity:{entity}:view" in perms:
-                return _no_wildcards(rest)
-            return False
-    return False
+    if not _clean(prefix):
+        return False
+    *whole, partial = prefix.split(".")
+    return _all_allowed(user, perms, lambda t: _prefix_parts(t, whole, partial))
 
 
 def may_subscribe_wildcard(user: str, perms: Iterable[str], pattern: str) -> bool:
-    """A wildcard subscription (empty URI components match anything), allowed only where
-    every topic it could match is allowed: just the record id may be left open."""
-    parts = pattern.split(".")
-    if any(not _no_wildcards(p) for p in parts) or len(parts) != 4:
-        return False
-    family, entity, record = parts[1], parts[2], parts[3]
-    if parts[0] != "tidings" or family not in ("entity", "presence") or not entity:
-        return False
-    if record and not may_subscribe(user, perms, pattern):
-        return False
-    return f"entity:{entity}:view" in set(perms)
+    """A wildcard subscription (an empty component matches any): allowed only where every
+    topic it could match is allowed, e.g. `tidings.entity.order.` (`match: "wildcard"`)."""
+    components = pattern.split(".") if _clean(pattern) else [""]
+    if not components[0]:
+        return False  # its namespace must be named: the catalogue covers only its own
+    return _all_allowed(user, perms, lambda t: _wildcard_parts(t, components))
 
 
 def may_call(user: str, perms: Iterable[str], procedure: str) -> bool:
-    """Browser procedures: the public `tidings.*` API (each checks its own arguments)."""
-    return procedure in PUBLIC_PROCEDURES
+    """Browser procedures: those the catalogue declares, with the permission each takes."""
+    found = catalogue.procedure(procedure)
+    return found is not None and found.allows(perms)
 
 
-def _no_wildcards(text: str) -> bool:
-    return "#" not in text and "*" not in text and " " not in text
+# The variables a subscription binds in a family, or None: no topic of it can match.
+Bound = tuple[dict[str, str], bool] | None
+
+
+def _all_allowed(user: str, perms: Iterable[str], bind: Callable[[Topic], Bound]) -> bool:
+    perms = set(perms)
+    matched = False
+    for topic in catalogue.current().topics:
+        bound = bind(topic)
+        if bound is None:
+            continue  # no topic of this family can match
+        matched = True
+        parts, _ = bound
+        if not topic.audience_variables() <= set(parts):
+            return False  # its audience depends on a part left open: not all allowed
+        if not topic.allows(user, perms, parts):
+            return False
+    return matched
+
+
+def _prefix_parts(topic: Topic, whole: list[str], partial: str) -> Bound:
+    """The variables a prefix binds in `topic`, if a topic of it can start with the prefix."""
+    if len(topic.segments) <= len(whole):
+        return None  # its topics are too short to start with the prefix and its dot
+    parts: dict[str, str] = {}
+    for given, segment in zip(whole, topic.segments, strict=False):
+        if not _fits(given, segment, parts):
+            return None
+    following = topic.segments[len(whole)]
+    if not following.startswith("{") and not following.startswith(partial):
+        return None
+    return parts, True
+
+
+def _wildcard_parts(topic: Topic, components: list[str]) -> Bound:
+    if len(topic.segments) != len(components):
+        return None
+    parts: dict[str, str] = {}
+    for given, segment in zip(components, topic.segments, strict=True):
+        if given == "":
+            continue  # any: a literal matches, a variable stays open
+        if not _fits(given, segment, parts):
+            return None
+    return parts, True
+
+
+def _fits(given: str, segment: str, parts: dict[str, str]) -> bool:
+    """Whether a concrete component fits a pattern segment; binds it when a variable."""
+    if segment.startswith("{"):
+        parts[segment[1:-1]] = given
+        return given != ""
+    return given == segment
+
+
+def _clean(text: str) -> bool:
+    return isinstance(text, str) and not any(c in text for c in "#* \n\t")

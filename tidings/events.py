@@ -115,9 +115,11 @@ def publish(
 ) -> Outgoing:
     """A publish to a catalogue topic; the payload gets `event_id` and `at` if it has none."""
     try:
-        catalogue.require(topic)
+        family, _ = catalogue.require(topic)
     except UnknownTopic as exc:
         raise InvalidEvent(str(exc)) from None
+    if family.retained and "retain" not in options:
+        options["retain"] = True  # the catalogue says later subscribers get its last event
     if not isinstance(payload, dict):
         raise InvalidEvent(f"payload must be a JSON object, not {type(payload).__name__}")
     for name in ("exclude_authids", "eligible_authids"):

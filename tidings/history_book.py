@@ -35,8 +35,9 @@ class EventHistory:
         # topic → (event id → JSON); both ordered oldest first.
         self._topics: OrderedDict[str, dict[str, bytes]] = OrderedDict()
 
-    def add(self, topic: str, payload: dict[str, Any]) -> bool:
-        """Hold an event; False if it has no `event_id` or is a duplicate (a redelivery)."""
+    def add(self, topic: str, payload: dict[str, Any], size: int | None = None) -> bool:
+        """Hold an event, and the last `size` of its topic (default: the book's); False if it
+        has no `event_id` or is a duplicate (a redelivery)."""
         event_id = payload.get("event_id")
         if not isinstance(event_id, str) or not event_id:
             return False
@@ -50,7 +51,7 @@ class EventHistory:
         blob = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
         events[event_id] = blob
         self.bytes += _cost(event_id, blob)
-        if len(events) > self.size:
+        while len(events) > (size or self.size):
             oldest = next(iter(events))
             self.bytes -= _cost(oldest, events.pop(oldest))
         while len(self._topics) > 1 and (

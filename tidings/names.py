@@ -57,5 +57,17 @@ AUTHORIZE_PROCEDURE = "tidings.authorize"
 EDITORS_PROCEDURE = "tidings.entity.editors"
 HISTORY_PROCEDURE = "tidings.history.since"
 MAINTENANCE_STATUS_PROCEDURE = "tidings.maintenance.status"
-# What browsers may call; each procedure checks its caller's permissions itself.
-PUBLIC_PROCEDURES = frozenset({EDITORS_PROCEDURE, HISTORY_PROCEDURE, MAINTENANCE_STATUS_PROCEDURE})
+PRESENCE_HERE_PROCEDURE = "tidings.presence.here"
+CHAT_SEND_PROCEDURE = "tidings.chat.send"
+# What the router's own components register for browsers (declared in the
+# shipped catalogue, like an application's procedures); each checks its
+# caller's permissions itself.
+PUBLIC_PROCEDURES = frozenset(
+    {
+        EDITORS_PROCEDURE,
+        HISTORY_PROCEDURE,
+        MAINTENANCE_STATUS_PROCEDURE,
+        PRESENCE_HERE_PROCEDURE,
+        CHAT_SEND_PROCEDURE,
+    }
+)

@@ -62,6 +62,9 @@ class Limits:
     request_timeout: float = 10.0
     # WebSocket connections from one address at once; 0: no limit.
     connections_per_address: int = 100
+    # Chat messages one user sends per second, over all their tabs (twice as
+    # many in a burst).
+    chat_rate: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,7 @@ class Settings:
                 connections_per_address=read.number(
                     "TIDINGS_MAX_CONNECTIONS_PER_ADDRESS", 100, int, "connections", zero=True
                 ),
+                chat_rate=read.number("TIDINGS_CHAT_RATE", 5.0, float, "messages per second"),
             ),
         )
 

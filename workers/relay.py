@@ -42,8 +42,7 @@ nodes_exchange = Exchange(NODES_EXCHANGE, type="fanout", durable=True)
 
 def keeps_history(item: Outgoing) -> bool:
     """Events meant for some users only stay out of the history, which answers anyone."""
-    found = catalogue.lookup(item.topic)
-    return found is not None and found[0].history and not item.options.get("eligible_authids")
+    return catalogue.keeps_history(item.topic) and not item.options.get("eligible_authids")
 
 
 class Relay:
@@ -110,7 +109,8 @@ class Relay:
             [
                 (item.topic, item.payload["event_id"], text)
                 for item, text in zip(kept, texts, strict=True)
-            ]
+            ],
+            catalogue.history_size,
         )
         placed = {id(item): where for item, where in zip(kept, positions, strict=True)}
         return json.dumps(

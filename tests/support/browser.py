@@ -53,8 +53,8 @@ class Browser(Subscriber):
         subscription = self._subscriptions.pop(topic)
         self._run(lambda session: subscription.unsubscribe())
 
-    def call(self, procedure: str, *args: Any, timeout: float = 10) -> Any:
-        return self._run(lambda session: session.call(procedure, *args), timeout)
+    def call(self, procedure: str, *args: Any, timeout: float = 10, **kwargs: Any) -> Any:
+        return self._run(lambda session: session.call(procedure, *args, **kwargs), timeout)
 
     def on(self, topic: str) -> list[Any]:
         """The payloads received on one topic, in order."""

@@ -41,7 +41,10 @@ def test_exact_subscriptions(uri, perms, allowed):
         ("tidings.entity.order.", True),
         ("tidings.presence.order.4", True),
         ("tidings.entity.invoice.", False),
-        ("tidings.maintenance", False),
+        # Every topic it could match is tidings.maintenance, for everyone.
+        ("tidings.maintenance", True),
+        ("tidings.chat.", False),
+        ("tidings.chat.gen", False),
     ],
 )
 def test_prefix_subscriptions(prefix, allowed):
@@ -54,7 +57,10 @@ def test_prefix_subscriptions(prefix, allowed):
         ("tidings.entity.order.", True),
         ("tidings.presence.order.", True),
         ("tidings.entity..42", False),
-        ("tidings..order.42", False),
+        # Matches tidings.entity.order.42 and tidings.presence.order.42 only: both allowed.
+        ("tidings..order.42", True),
+        ("tidings...42", False),
+        ("tidings.chat.", False),
         ("tidings.user.", False),
         ("tidings.entity.invoice.", False),
         (".entity.order.42", False),

@@ -56,7 +56,9 @@ def test_dev_tickets_name_the_user_and_allow_every_demo_entity(dev_mode):
     secret = Settings.from_environ(os.environ).require_secret()
     claims = tickets.verify(body["ticket"], secret, make_store(None))
     assert claims.user == "2"
-    assert set(claims.perms) == set(demo.PERMS) >= {"entity:order:view"}
+    assert set(claims.perms) == set(demo.perms_of(claims.user))
+    assert {"entity:order:view", "chat:lobby:join", "chat:ops:join"} <= set(claims.perms)
+    assert "chat:ops:join" not in demo.perms_of("3")  # Carol
 
 
 def test_dev_endpoint_refuses_bad_input_with_a_reason(dev_mode):
