@@ -18,7 +18,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=10.0, help="measured seconds per run")
     p.add_argument("--pool", default="threads", help="Celery pool of the workers under test")
     p.add_argument("--concurrency", type=int, default=8, help="pool size per worker process")
-    p.add_argument("--only", help="comma-separated runs: a,a2,a',b,c,d,e,lat-a,...,fanout")
+    p.add_argument(
+        "--only", help="comma-separated runs: a,a2,a',b,c,d,e,lat-a,...,fanout,chat,connections"
+    )
     p.add_argument("--quick", action="store_true", help="short runs, for trying changes")
     p.add_argument("--keep", action="store_true", help="keep the processes' logs")
     return p.parse_args(argv)

@@ -21,7 +21,8 @@ from kombu import Connection
 
 from publisher.connection import WampConnection
 from publisher.credentials import Credentials
-from tidings.names import BACKEND_AUTHID, EVENTS_EXCHANGE, REALM, TASK_QUEUE
+from tidings import tickets
+from tidings.names import BACKEND_AUTHID, CHAT_SEND_PROCEDURE, EVENTS_EXCHANGE, REALM, TASK_QUEUE
 
 
 def payload(n: int) -> dict[str, Any]:
@@ -146,6 +147,57 @@ class DirectSender:
 
     def close(self) -> None:
         self.connection.close()
+
+
+class ChatSender:
+    """Chat messages to one room through `tidings.chat.send`, as browsers send them: from
+    `users` sessions in turn (the router bounds each session's message rate), the number
+    and send time as the text. Errors (refusals included) are counted."""
+
+    def __init__(self, ws_url: str, secret: str, room: str, users: int) -> None:
+        self.room = room
+        perms = [f"chat:{room}:join"]
+
+        def ticket_of(user: str) -> Callable[[], str]:
+            return lambda: tickets.issue(secret, user, perms, 3600)
+
+        self.connections = [
+            WampConnection(
+                ws_url,
+                REALM,
+                Credentials(None, "ticket", ticket_of(f"chat-{room}-{i}")),
+                name=f"bench-chat-{i}",
+            ).start()
+            for i in range(users)
+        ]
+        for connection in self.connections:
+            connection.wait_joined(15)
+        self.errors = 0
+        self.answered = 0
+        self.first_error = ""
+
+    def send(self, n: int) -> None:
+        connection = self.connections[n % len(self.connections)]
+        connection.call_soon(self._send, connection, json.dumps(payload(n)))
+
+    def _send(self, connection: WampConnection, text: str) -> None:
+        session = connection.joined_session()
+        if session is None:
+            self.errors += 1
+            return
+        session.call(CHAT_SEND_PROCEDURE, self.room, text).add_done_callback(self._on_answer)
+
+    def _on_answer(self, future: Any) -> None:
+        error = future.exception()
+        if error is not None:
+            self.errors += 1
+            self.first_error = self.first_error or str(getattr(error, "error", error))
+        else:
+            self.answered += 1
+
+    def close(self) -> None:
+        for connection in self.connections:
+            connection.close()
 
 
 @dataclass

@@ -45,6 +45,8 @@ class Options:
     rounds: int = 3
     fanout: tuple[int, ...] = (1, 100, 1000)
     fanout_events: int = 40
+    chat_rate: float = 50.0
+    chat_members: int = 100
     sessions: int = 5000
     client_processes: int = 4
     hold: float = 12.0
@@ -121,6 +123,13 @@ def plan(options: Options) -> list[Step]:
             events = options.fanout_events if size <= 100 else options.fanout_events * 3 // 4
             run = partial(scenarios.fanout, size=size, events=events, rate=rate)
             steps.append((f"fanout/{size}", 4 + size / 150 + events / rate, run))
+    if options.wants("chat"):
+        per_chat = options.warmup + options.seconds + 6
+        # Round trip to the other member at a browser's pace, then one busy room.
+        run = partial(scenarios.chat, members=1, rate=options.chat_rate)
+        steps.append(("chat/latency", per_chat, run))
+        run = partial(scenarios.chat, members=options.chat_members, rate=None)
+        steps.append(("chat/room", per_chat + 4, run))
     if options.wants("connections"):
         run = partial(
             scenarios.connections,

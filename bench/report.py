@@ -172,6 +172,21 @@ def table(results: dict[str, Any]) -> str:
             f"{f'{int(size):,} subscribers':{W}} {_num(run['p50']):>6} {_num(run['p99']):>6}"
             f" {run['events']:>7} {run['incomplete']:>6}"
         )
+    chat = results.get("chat", {})
+    if chat:
+        add("")
+        heads = f"{'msgs/s':>7} {'p50':>6} {'p99':>6} {'sent':>6} {'errors':>6} {'missed':>6}"
+        add(f"{'chat via tidings.chat.send: until all have it':{W}} {heads}")
+        for key, what in (("latency", "to the other member"), ("room", "as fast as it goes")):
+            run = chat.get(key)
+            if run:
+                name = f"{run['members']:,} member(s), {what}"
+                offered = f" at {run['rate']:g}/s" if run.get("rate") else ""
+                add(
+                    f"{name + offered:{W}} {_num(run['messages_per_s'], 0):>7}"
+                    f" {_num(run['p50']):>6} {_num(run['p99']):>6} {run['sent']:>6}"
+                    f" {run['errors']:>6} {run['incomplete']:>6}"
+                )
     conn = results.get("connections")
     if conn:
         add("")

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench import counter, stats
-from bench.load import DirectSender, RawSender, Sender, TaskSender, drain, drive
+from bench.load import ChatSender, DirectSender, RawSender, Sender, TaskSender, drain, drive
 from bench.monitor import Monitor
 from bench.stack import Stack
 from harness.memory import tree_rss
@@ -44,6 +44,8 @@ TASKS = {
 WINDOW = {"b": 300, "c": 150}
 DEFAULT_WINDOW = 1200
 FANOUT_PER_PROCESS = 250
+# Chat senders: browsers' sessions, each under the router's per-session message rate.
+CHAT_SENDERS = 50
 
 
 @dataclass
@@ -149,14 +151,19 @@ def latency(bench: Bench, path: str, rate: float) -> dict[str, Any]:
 
 
 def _swarms(
-    bench: Bench, total: int, per_process: int, topic: str | None, name: str
+    bench: Bench,
+    total: int,
+    per_process: int,
+    topic: str | None,
+    name: str,
+    perms: list[str] | None = None,
 ) -> list[Swarm]:
     sizes = [per_process] * (total // per_process)
     if total % per_process:
         sizes.append(total % per_process)
+    url, secret = bench.stack.router.ws_url, bench.stack.secret
     swarms = [
-        Swarm(bench.stack.router.ws_url, bench.stack.secret, size, topic, f"{name}{i}").start()
-        for i, size in enumerate(sizes)
+        Swarm(url, secret, size, topic, f"{name}{i}", perms).start() for i, size in enumerate(sizes)
     ]
     bench.clients = swarms
     return swarms
@@ -203,6 +210,54 @@ def fanout(bench: Bench, size: int, events: int, rate: float) -> dict[str, Any]:
         **stats.summary_ms(values, points=(50, 99)),
         "events": driven.sent,
         "incomplete": stats.incomplete(arrivals, joined) + driven.sent - len(arrivals),
+        "usage": usage,
+    }
+
+
+def chat(bench: Bench, members: int, rate: float | None) -> dict[str, Any]:
+    """Messages through `tidings.chat.send` to a room of `members`: at `rate` messages/s,
+    or (None) as fast as every member gets them. Per message, the time from the send
+    until the last member has it; messages/s delivered to every member."""
+    bench.stack.scale_workers(1)
+    room = f"bench{members}"
+    topic = f"tidings.chat.{room}"
+    swarms = _swarms(bench, members, FANOUT_PER_PROCESS, topic, room, [f"chat:{room}:join"])
+    sender: ChatSender | None = None
+    try:
+        for swarm in swarms:
+            swarm.wait_joined(120)
+        joined = sum(s.joined for s in swarms)
+        sender = ChatSender(bench.stack.router.ws_url, bench.stack.secret, room, CHAT_SENDERS)
+        total = lambda: sum(s.received.value for s in swarms)  # noqa: E731
+        delivered = lambda: total() // max(joined, 1)  # noqa: E731
+        with bench.monitor.measure() as usage:
+            driven = drive(
+                sender,
+                bench.warmup + bench.seconds,
+                delivered=delivered,
+                rate=rate,
+                window=200,
+                tick=bench.progress.update,
+            )
+            drained = drain(total, driven.sent * joined, timeout=30)
+        arrivals = merge([s.collect()[0] for s in swarms])
+        errors, first_error = sender.errors, sender.first_error
+    finally:
+        if sender is not None:
+            sender.close()
+        _close(bench, swarms)
+    measured_from = driven.started + bench.warmup
+    values = stats.latencies_ms(arrivals, sent_after=measured_from, until_last=True)
+    return {
+        "members": joined,
+        "rate": rate,
+        "messages_per_s": stats.rate_from_samples(driven.samples, measured_from, driven.stopped),
+        **stats.summary_ms(values, points=(50, 99)),
+        "sent": driven.sent,
+        "errors": errors,
+        "first_error": first_error,
+        "incomplete": stats.incomplete(arrivals, joined) + driven.sent - len(arrivals),
+        "drained": drained,
         "usage": usage,
     }
 

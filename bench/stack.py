@@ -144,6 +144,10 @@ class Stack:
             TIDINGS_SECRET=self.secret,
             TIDINGS_BACKEND_SECRET=self.backend_secret,
             PYTHONUNBUFFERED="1",
+            # The router's chat enqueues here, never on the broker's default vhost.
+            TIDINGS_BROKER_URL=self.broker_url,
+            # The chat run measures the pipeline, not the per-user limit.
+            TIDINGS_CHAT_RATE="100000",
         )
         if self.redis_url:
             env.update(TIDINGS_REDIS_URL=self.redis_url, TIDINGS_NODE="bench")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import multiprocessing as mp
 import threading
 import time
@@ -34,21 +35,26 @@ Arrival = list[float]
 class _SwarmLoop:
     """Runs in the child: connects the sessions and records arrivals."""
 
-    def __init__(self, url: str, secret: str, count: int, topic: str | None, name: str) -> None:
+    def __init__(
+        self, url: str, secret: str, count: int, topic: str | None, name: str, perms: list[str]
+    ) -> None:
         self.url = url
         self.secret = secret
         self.count = count
         self.topic = topic
         self.name = name
+        self.perms = perms
         self.sessions: list[WampSubscriber] = []
         self.arrivals: dict[int, Arrival] = {}
         self.received: Synchronized[int] | None = None
 
     def on_event(self, payload: dict[str, Any], now: float) -> None:
-        n = payload["n"]
+        # A chat message carries the number and send time in its text.
+        stamp = payload if "n" in payload else json.loads(payload["text"])
+        n = stamp["n"]
         seen = self.arrivals.get(n)
         if seen is None:
-            self.arrivals[n] = [payload["t"], 1.0, now, now]
+            self.arrivals[n] = [stamp["t"], 1.0, now, now]
         else:
             seen[1] += 1
             seen[3] = now
@@ -68,7 +74,7 @@ class _SwarmLoop:
 
         async def one(i: int) -> bool:
             async with gate:
-                ticket = tickets.issue(self.secret, f"{self.name}-{i}", PERMS, 3600)
+                ticket = tickets.issue(self.secret, f"{self.name}-{i}", self.perms, 3600)
                 session = WampSubscriber(host, port, REALM, ticket, self.topic, self.on_event)
                 try:
                     await loop.create_connection(lambda: session, host, port)
@@ -89,12 +95,13 @@ def _child(
     count: int,
     topic: str | None,
     name: str,
+    perms: list[str],
     pipe: Connection,
     received: Synchronized[int],
 ) -> None:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    swarm = _SwarmLoop(url, secret, count, topic, name)
+    swarm = _SwarmLoop(url, secret, count, topic, name, perms)
     swarm.received = received
     joined, seconds = loop.run_until_complete(swarm.connect_all())
     pipe.send(("joined", joined, seconds))
@@ -121,7 +128,13 @@ class Swarm:
     """`count` authenticated WebSocket sessions in their own process, subscribed to `topic`."""
 
     def __init__(
-        self, url: str, secret: str, count: int, topic: str | None = None, name: str = "swarm"
+        self,
+        url: str,
+        secret: str,
+        count: int,
+        topic: str | None = None,
+        name: str = "swarm",
+        perms: list[str] | None = None,
     ) -> None:
         self.count = count
         ctx = mp.get_context("spawn")
@@ -129,7 +142,7 @@ class Swarm:
         self.received: Synchronized[int] = ctx.Value("q", 0, lock=False)  # type: ignore[assignment]
         self.process = ctx.Process(
             target=_child,
-            args=(url, secret, count, topic, name, child_pipe, self.received),
+            args=(url, secret, count, topic, name, perms or PERMS, child_pipe, self.received),
             name=f"bench-{name}",
             daemon=True,
         )

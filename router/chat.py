@@ -20,7 +20,8 @@ from typing import Any
 from autobahn.twisted.wamp import ApplicationSession
 from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import RegisterOptions
-from twisted.internet.threads import deferToThread
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 
 from router import meters
 from router.enqueue import Enqueuer
@@ -84,11 +85,24 @@ class Chat(ApplicationSession):  # type: ignore[misc]
         event = {"event_id": event_id, "type": "publish", "topic": topic, "payload": message}
         body = json.dumps(event, ensure_ascii=False).encode()
         try:
-            await deferToThread(self.enqueuer.send, body, "publish")
+            await self._queued(body)
         except Exception as exc:
             self.log.warn("chat message not queued: {why}", why=exc)
             raise Unavailable("the message could not be queued; send it again") from None
         return {"event_id": event_id}
+
+    def _queued(self, body: bytes) -> Deferred:
+        """Fires once the broker has confirmed the message (the enqueuer's thread reports)."""
+        queued: Deferred = Deferred()
+
+        def done(error: BaseException | None) -> None:
+            if error is None:
+                reactor.callFromThread(queued.callback, None)
+            else:
+                reactor.callFromThread(queued.errback, error)
+
+        self.enqueuer.send(body, "publish", done)
+        return queued
 
     def _within_rate(self, user: str) -> bool:
         now = time.monotonic()

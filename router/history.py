@@ -54,10 +54,14 @@ class History(ApplicationSession):  # type: ignore[misc]
         if config.redis_url:
             self.shared = RedisHistory(config.redis_url, config.history_size, config.history_ttl)
         else:
-            # One prefix subscription sees every event; the catalogue says which to keep.
-            await self.subscribe(
-                self._on_event, "tidings.", options=SubscribeOptions(match="prefix", details=True)
-            )
+            # A prefix subscription per namespace sees every event; the catalogue says
+            # which to keep.
+            for namespace in catalogue.current().namespaces():
+                await self.subscribe(
+                    self._on_event,
+                    namespace,
+                    options=SubscribeOptions(match="prefix", details=True),
+                )
         await self.register(
             self.since, HISTORY_PROCEDURE, options=RegisterOptions(details_arg="details")
         )

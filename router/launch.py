@@ -14,6 +14,8 @@ import re
 import sys
 from typing import Any
 
+from tidings import catalogue
+from tidings.errors import ConfigError
 from tidings.log_lines import json_line
 from tidings.settings import Settings
 
@@ -75,7 +77,13 @@ def use_json(node: str) -> None:
 
 
 def main() -> int:
-    settings = Settings.from_environ(os.environ)
+    try:
+        settings = Settings.from_environ(os.environ)
+        # The components read it when they join; a wrong entry stops the router here instead.
+        catalogue.current()
+    except ConfigError as exc:
+        print(f"tidings router: {exc}", file=sys.stderr)
+        return 2
     if settings.log_format == "json":
         use_json(settings.node)
     from crossbar import run

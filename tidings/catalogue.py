@@ -110,6 +110,10 @@ class Catalogue:
     def family(self, pattern: str) -> Topic | None:
         return next((t for t in self.topics if t.pattern == pattern), None)
 
+    def namespaces(self) -> list[str]:
+        """The first parts of the declared topics, as prefixes: `tidings.`, `shop.`."""
+        return sorted({t.segments[0] + "." for t in self.topics if t.history})
+
 
 def parse(data: Any, source: str = "catalogue.json") -> Catalogue:
     """The catalogue of this JSON document; ConfigError naming the entry that is wrong."""
@@ -166,8 +170,8 @@ def _topic(entry: Any, where: str) -> Topic:
             )
     if len(set(names)) != len(names):
         raise ConfigError(f"{where}: a variable appears twice")
-    if pattern.startswith("wamp.") or "." not in pattern:
-        raise ConfigError(f"{where}: must have at least two parts and not start with 'wamp.'")
+    if pattern.startswith("wamp.") or "." not in pattern or pattern.startswith("{"):
+        raise ConfigError(f"{where}: needs two or more parts, the first one fixed and not 'wamp.'")
     audience = entry.get("audience")
     if not isinstance(audience, str) or not audience:
         raise ConfigError(f"{where}: 'audience' must be authenticated, self or a permission")

@@ -62,6 +62,13 @@ class Tab:
         )
         return self
 
+    def synced(self) -> Tab:
+        """Connected, and the topics it followed before connecting are caught up."""
+        playwright_api.expect(self.get("connection")).to_have_attribute(
+            "data-synced", "true", timeout=TIMEOUT_MS
+        )
+        return self
+
     def screenshot(self, name: str) -> Path:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         path = ARTIFACTS / f"{name}.png"

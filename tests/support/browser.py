@@ -30,8 +30,10 @@ class Browser(Subscriber):
         for topic in self.topics:
             await self._subscribe_one(session, topic)
 
-    async def _subscribe_one(self, session: Any, topic: str) -> None:
-        options = SubscribeOptions(details=True, get_retained=self.get_retained or None)
+    async def _subscribe_one(self, session: Any, topic: str, match: str | None = None) -> None:
+        options = SubscribeOptions(
+            match=match, details=True, get_retained=self.get_retained or None
+        )
         self._subscriptions[topic] = await session.subscribe(self._on_event, topic, options=options)
 
     def _run(self, make: Callable[[Any], Any], timeout: float = 10) -> Any:
@@ -44,9 +46,11 @@ class Browser(Subscriber):
     def session_id(self) -> int:
         return int(self._run(lambda session: _value(session._session_id)))
 
-    def subscribe(self, topic: str) -> None:
-        self.topics.append(topic)
-        self._run(lambda session: self._subscribe_one(session, topic))
+    def subscribe(self, topic: str, match: str | None = None) -> None:
+        """Subscribe now (`match`: "prefix" or "wildcard"; exact by default)."""
+        if match is None:
+            self.topics.append(topic)  # subscribed again after a reconnect
+        self._run(lambda session: self._subscribe_one(session, topic, match))
 
     def unsubscribe(self, topic: str) -> None:
         self.topics.remove(topic)

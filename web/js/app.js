@@ -8,6 +8,7 @@ import { RecordPanel } from "./record.js";
 import { MaintenanceModal } from "./maintenance.js";
 import { PriceChart } from "./chart.js";
 import { NotificationList } from "./notifications.js";
+import { ChatPanel } from "./chat.js";
 import * as dev from "./dev.js";
 
 const STATE_TEXT = {
@@ -76,6 +77,9 @@ async function main() {
   const live = new Live({ url: wsUrl(), ticket: signin.ticket });
   window.tidings = live; // for the console
   live.on("state", showConnection);
+  // Whether the page is caught up since its last (re)connect: for people reading the DOM.
+  live.on("state", () => { $("connection").dataset.synced = "false"; });
+  live.on("synced", () => { $("connection").dataset.synced = "true"; });
   live.on("gap", () => show($("reload-needed")));
   live.on("recovered", (count) => {
     if (count) toast(`Back online: ${count} missed event${count === 1 ? "" : "s"} recovered`);
@@ -88,11 +92,13 @@ async function main() {
   if (signin.devMode) mountDevButtons(live);
 
   let mounted = false;
-  live.on("join", (session) => {
+  live.on("join", (session, details) => {
     showIdentity(live, session, signin.devMode);
     if (!mounted) {
       mounted = true; // the user is known for sure once the router accepted the ticket
       new NotificationList(live, live.user).mount();
+      // The rooms are those of the ticket the router accepted: WELCOME carries its perms.
+      new ChatPanel(live, details.authextra && details.authextra.perms).mount();
     }
   });
   live.start();

@@ -58,10 +58,13 @@ export class Live {
   follow(topic, handler, { history = true, backfill = false, retained = false, onError } = {}) {
     const follow = {
       topic, handler, history, backfill, retained, onError, lastId: null, seen: new Set(),
-      place: new Place(),
+      place: new Place(), anchored: false,
     };
     this.follows.push(follow);
-    if (this.session) this.subscribe(this.session, follow).then(() => this.recover(this.session, follow));
+    if (this.session) {
+      const session = this.session;
+      follow.starting = this.subscribe(session, follow).then(() => this.recover(session, follow));
+    }
     return follow;
   }
 
@@ -129,6 +132,10 @@ export class Live {
     let recovered = 0;
     for (const follow of follows) recovered += await this.recover(session, follow);
     if (!first) this.emit("recovered", recovered);
+    // Those followed by "join" listeners catch up by themselves: wait for them too.
+    await Promise.all(this.follows.map((follow) => follow.starting));
+    // Every topic followed is subscribed and caught up.
+    if (session.isOpen) this.emit("synced", session);
   }
 
   async subscribe(session, follow) {
@@ -141,25 +148,40 @@ export class Live {
     }
   }
 
-  /** Ask the history for what this topic missed; returns how many events it delivered. */
+  /**
+   * Ask the history for what this topic missed; returns how many events it delivered.
+   *
+   * The first time, the page starts reading the topic here: a backfill delivers what the
+   * router holds, any other follow only notes where the held events end. From then on,
+   * whatever came after the last event seen (or noted) was missed, even on a topic that
+   * had no event yet when the page opened.
+   */
   async recover(session, follow) {
-    const after = follow.place.resumeFrom() || follow.lastId;
-    if (!follow.history || (!after && !(follow.backfill && this.joins === 1))) return 0;
+    if (!follow.history) return 0;
+    const starting = !follow.anchored;
+    const noting = starting && !follow.backfill;
+    let from = starting ? null : follow.place.resumeFrom() || follow.lastId;
     let delivered = 0;
     // An answer is bounded in size: ask again from its last event until nothing is left.
     for (let round = 0; round < 50 && session.isOpen; round += 1) {
       let events;
       try {
-        const from = follow.place.resumeFrom() || follow.lastId;
         events = await session.call("tidings.history.since", [follow.topic, from]);
       } catch (error) {
         if (error.error === HISTORY_GAP) this.emit("gap", follow.topic);
         else console.warn(`tidings: no history for ${follow.topic}`, error.error || error);
         return delivered;
       }
-      if (!Array.isArray(events) || events.length === 0) return delivered;
-      for (const event of events) if (this.deliver(follow, event, true)) delivered += 1;
+      follow.anchored = true;
+      if (!Array.isArray(events) || events.length === 0) break;
+      for (const event of events) {
+        if (noting) follow.place.saw(event.position);
+        else if (this.deliver(follow, event, true)) delivered += 1;
+      }
+      from = noting ? events[events.length - 1].event_id : follow.place.resumeFrom() || follow.lastId;
     }
+    // Noted, not delivered; an event that came live meanwhile is newer.
+    if (noting && !follow.lastId) follow.lastId = from;
     return delivered;
   }
 
