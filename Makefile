@@ -3,18 +3,30 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run run-router run-worker test lint bench soak clean
+.PHONY: install lock run run-router run-worker test lint bench soak clean
 
 NODE_EXAMPLES := docs/examples/node
 
 install: $(BIN)/tidings web/node_modules $(NODE_EXAMPLES)/node_modules
 
-$(BIN)/tidings: pyproject.toml
+# The exact versions tested (requirements.lock), then tidings itself on top.
+$(BIN)/tidings: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	# crossbar's dependencies need a recent pip to resolve.
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
+
+# Refresh requirements.lock from the ranges in pyproject.toml (newest that fit),
+# then install it: run the tests before committing the new lock.
+lock:
+	test -x $(BIN)/pip || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip pip-tools
+	$(BIN)/pip-compile --quiet --upgrade --strip-extras --no-emit-index-url --no-emit-find-links \
+		--extra test --extra bench --output-file requirements.lock pyproject.toml
+	rm -f $(BIN)/tidings
+	$(MAKE) install
 
 web/node_modules: web/package.json
 	cd web && npm install --no-audit --no-fund --loglevel=error
@@ -28,14 +40,19 @@ $(NODE_EXAMPLES)/node_modules: $(NODE_EXAMPLES)/package.json
 # `make run` is development: built-in secrets and the demo ticket endpoint
 # (TIDINGS_DEV=1 unless set). Everything else runs as in production and
 # needs TIDINGS_SECRET and TIDINGS_BACKEND_SECRET.
+# Each declares the broker's exchanges and queues first (`tidings setup`):
+# raw events sent before the first worker ever ran are kept, not dropped.
 run: export TIDINGS_DEV ?= 1
 run: install
+	@$(BIN)/tidings setup --quiet
 	@$(BIN)/tidings run
 
 run-router: install
+	$(BIN)/tidings setup --quiet
 	$(BIN)/tidings router
 
 run-worker: install
+	$(BIN)/tidings setup --quiet
 	$(BIN)/tidings worker
 
 test: lint

@@ -9,7 +9,17 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from cli import dead_letters, maintenance, publish, router, run, status, ticket, worker
+from cli import (
+    dead_letters,
+    maintenance,
+    publish,
+    router,
+    run,
+    setup,
+    status,
+    ticket,
+    worker,
+)
 from cli.common import CliError
 from tidings import catalogue
 from tidings.errors import ConfigError
@@ -22,6 +32,7 @@ COMMANDS: dict[str, ModuleType] = {
     "maintenance": maintenance,
     "status": status,
     "dead-letters": dead_letters,
+    "setup": setup,
     "router": router,
     "worker": worker,
     "run": run,

@@ -14,6 +14,7 @@ from celery.signals import worker_init, worker_process_init
 from tidings.names import TASK_QUEUE
 from workers import amqp_tolerance, logs  # noqa: F401 (logs: JSON lines when asked for)
 from workers.delivery import DeliveryConsumer
+from workers.drain import Drain
 from workers.queues import task_queue
 from workers.raw_consumer import RawEventConsumer
 from workers.runtime import settings
@@ -63,6 +64,8 @@ app.add_defaults(celery_config)
 app.steps["consumer"].add(RawEventConsumer)
 # Shared mode: this node's deliveries (idle in memory mode).
 app.steps["consumer"].add(DeliveryConsumer)
+# Last to start, first to stop: a warm shutdown settles what is in flight.
+app.steps["consumer"].add(Drain)
 
 
 @worker_init.connect
