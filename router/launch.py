@@ -89,7 +89,22 @@ def main() -> int:
     from crossbar import run
 
     sys.argv[0] = "crossbar"
-    return int(run() or 0)
+    try:
+        code = int(run() or 0)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    # Crossbar ends with status 1 after a SIGTERM, its normal way to stop: a
+    # service manager would take every stop for a crash.
+    return 0 if code and _stopped_by_signal() else code
+
+
+def _stopped_by_signal() -> bool:
+    """Whether the reactor stopped because it was asked to (SIGTERM or Ctrl-C)."""
+    import signal
+
+    from twisted.internet import reactor
+
+    return getattr(reactor, "_exitSignal", None) in (signal.SIGTERM, signal.SIGINT)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -134,3 +136,15 @@ async def _retained(user: Subscriber, topic: str) -> Any:
         options=SubscribeOptions(get_retained=True),
     )
     return await asyncio.wait_for(got, 10)
+
+
+def test_sigterm_stops_the_router_with_its_components_and_status_0(tmp_path: Path):
+    router = Router(tmp_path).start()
+    assert router.proc is not None
+    os.kill(router.pid, signal.SIGTERM)  # the node controller only, as a service manager does
+    assert router.proc.wait(30) == 0
+    assert router.log is not None
+    log = "\n".join(router.log.lines)
+    for component in ("Authorizer", "History", "Presence", "Maintenance", "Chat"):
+        assert f"stopped component: router.{component.lower()}.{component}" in log, component
+    router.proc = None
