@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from cli import (
+    check,
     dead_letters,
     maintenance,
     publish,
@@ -33,6 +34,7 @@ COMMANDS: dict[str, ModuleType] = {
     "status": status,
     "dead-letters": dead_letters,
     "setup": setup,
+    "check": check,
     "router": router,
     "worker": worker,
     "run": run,
@@ -55,6 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.ERROR, format="%(message)s")
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "check":  # it names every wrong value itself, not the first only
+            return check.report(args)
         settings = Settings.from_environ(os.environ)
         catalogue.current()  # every command and process reads it: a wrong entry stops here
         return int(COMMANDS[args.command].run(args, settings))
