@@ -65,12 +65,12 @@ def documented(script: str) -> list[str]:
     """The command docs/producers.md shows for `script`, as run from the project root:
     `TIDINGS_BROKER_URL=… <program> <script>` (the URL is the test's)."""
     found = re.search(
-        rf"^TIDINGS_BROKER_URL=\S+ (python|node|php) ({re.escape(script)})$", DOC, re.M
+        rf"^TIDINGS_BROKER_URL=\S+ (\.venv/bin/python|node|php) ({re.escape(script)})$", DOC, re.M
     )
     assert found, f"docs/producers.md shows no command for {script}"
     program = found.group(1)
     # `python`: the venv's, which has kombu as the page asks.
-    return [sys.executable if program == "python" else program, found.group(2)]
+    return [sys.executable if program.endswith("python") else program, found.group(2)]
 
 
 def raw_event_command(language: str) -> list[str]:

@@ -6,9 +6,12 @@
 // calls from the router, never from the arguments.
 //
 //   TIDINGS_BACKEND_SECRET=... node docs/examples/node/reserve_procedure.js
+// (next to `make run`, the development secret: tidings-dev-backend-secret-not-for-production)
 const autobahn = require("autobahn");
 
-const router = new URL((process.env.TIDINGS_ROUTER_URL || "rs://127.0.0.1:8081").replace(/^rs:/, "tcp:"));
+// As tidings reads it: TIDINGS_ROUTER_URL, else the local TIDINGS_BACKEND_PORT.
+const routerUrl = process.env.TIDINGS_ROUTER_URL || `rs://127.0.0.1:${process.env.TIDINGS_BACKEND_PORT || 8081}`;
+const router = new URL(routerUrl.replace(/^rs:/, "tcp:"));
 
 const connection = new autobahn.Connection({
   transports: [{ type: "rawsocket", host: router.hostname, port: Number(router.port) }],

@@ -5,7 +5,9 @@ The catalogue declares it, with the permission a browser's ticket must hold:
 lets only such browsers call it; this backend session registers it and learns
 who calls from the router, never from the arguments.
 
-    TIDINGS_BACKEND_SECRET=... python docs/examples/python/reserve_procedure.py
+    TIDINGS_BACKEND_SECRET=... .venv/bin/python docs/examples/python/reserve_procedure.py
+
+(next to `make run`, the development secret: tidings-dev-backend-secret-not-for-production)
 """
 
 import os
@@ -17,7 +19,9 @@ component = Component(
     transports=[
         {
             "type": "rawsocket",
-            "url": os.environ.get("TIDINGS_ROUTER_URL", "rs://127.0.0.1:8081"),
+            # As tidings reads it: TIDINGS_ROUTER_URL, else the local TIDINGS_BACKEND_PORT.
+            "url": os.environ.get("TIDINGS_ROUTER_URL")
+            or f"rs://127.0.0.1:{os.environ.get('TIDINGS_BACKEND_PORT', '8081')}",
             "serializer": "msgpack",
         }
     ],
