@@ -14,7 +14,10 @@ there first:
   whose connection is already closed is skipped, so that the others still get
   the event (crossbar#1717).
 - The browser's WebSocket `send`: router.outgoing (`tidings.error.*` only,
-  no callee details).
+  no callee or publisher details).
+- `RouterApplicationSession.send`: the router-side components are not sent
+  INTERRUPT (a caller gone mid-call), which Crossbar's in-router sessions
+  cannot take: the caller's session would never be detached.
 - `RouterSession.onOpen`/`onClose` and Twisted's `HTTPChannel`
   (`connectionMade`, `allHeadersReceived`, `requestDone`):
   router.connection_limits (a deadline for HELLO and for request headers,
@@ -96,7 +99,20 @@ def _refuse(send: Any, router: Any, session: Any, msg: Any, uri: str, why: str) 
 
 def _wrap_sessions(limits: Limits) -> None:
     from crossbar.router.protocol import WampWebSocketServerProtocol
-    from crossbar.router.session import RouterSession
+    from crossbar.router.session import RouterApplicationSession, RouterSession
+
+    app_send = RouterApplicationSession.send
+
+    def component_send(self: Any, msg: Any) -> None:
+        # A caller that leaves while a router-side component is answering makes the
+        # dealer send INTERRUPT, which Crossbar's in-router sessions do not know: the
+        # raise aborted the caller's detach, and its session stayed in the router's
+        # tables for good. The answer, when it comes, finds no caller and is dropped.
+        if type(msg) is message.Interrupt:
+            return
+        app_send(self, msg)
+
+    RouterApplicationSession.send = component_send  # type: ignore[method-assign]
 
     on_open, on_close = RouterSession.onOpen, RouterSession.onClose
     ws_send = WampWebSocketServerProtocol.send

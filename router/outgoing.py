@@ -39,6 +39,9 @@ def for_browser(msg: Any) -> Any:
     elif kind is message.Result:
         # Crossbar discloses every callee (session, authid, role): not a browser's business.
         msg.callee = msg.callee_authid = msg.callee_authrole = None
+    elif kind is message.Event:
+        # Who published (a backend session's id) is not a browser's business either.
+        msg.publisher = msg.publisher_authid = msg.publisher_authrole = None
     elif kind is message.Abort and msg.reason.startswith("wamp."):
         msg.reason, msg.message = _ERRORS.get(msg.reason, _OTHER)
     elif kind is message.Welcome:

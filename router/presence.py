@@ -40,8 +40,7 @@ _COUNTS = ("presence_users", "presence_records")
 
 def presence_of(uri: str) -> str | None:
     """The topic where who is on `uri` is announced, if its family declares one."""
-    found = catalogue.lookup(uri)
-    return found[0].presence_topic(found[1]) if found is not None else None
+    return catalogue.presence_of(uri)
 
 
 class Presence(ApplicationSession):  # type: ignore[misc]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -110,6 +111,9 @@ def browser_errors(
             signature.bind(*args, **kwargs)
         except TypeError:
             raise ApplicationError(INVALID_ARGUMENT, "wrong arguments") from None
+        if not _encodable((args[1:], {k: v for k, v in kwargs.items() if k != "details"})):
+            # A lone surrogate: no answer that repeats it could be sent back.
+            raise ApplicationError(INVALID_ARGUMENT, "text must be valid Unicode")
         try:
             return await procedure(*args, **kwargs)
         except ApplicationError:
@@ -121,6 +125,14 @@ def browser_errors(
             raise ApplicationError(INTERNAL, "the server could not answer; try again") from None
 
     return wrapper
+
+
+def _encodable(value: Any) -> bool:
+    try:
+        json.dumps(value, ensure_ascii=False, default=str).encode()
+    except (UnicodeEncodeError, ValueError):
+        return False
+    return True
 
 
 def require_name(value: Any, what: str) -> str:

@@ -126,9 +126,17 @@ def _refusal(
             return RATE_LIMITED, f"at most {limits.address_rate:g} messages per second per address"
     if kind is message.Publish or kind is message.Register:
         return NOT_AUTHORIZED, "browsers do not publish or register"
+    if getattr(msg, "forward_for", None):
+        # A router-to-router option: from a browser, a claim to speak for another
+        # session, which the callee would be told is the caller.
+        return NOT_AUTHORIZED, "browsers do not forward for others"
     uri = getattr(msg, "topic", None) or getattr(msg, "procedure", None)
     if isinstance(uri, str):
-        if len(uri.encode()) > limits.uri_bytes:
+        try:
+            size = len(uri.encode())
+        except UnicodeEncodeError:
+            return INVALID_ARGUMENT, "not a valid URI"  # a lone surrogate
+        if size > limits.uri_bytes:
             return INVALID_ARGUMENT, f"URIs are at most {limits.uri_bytes} bytes"
         if not _valid_uri(uri, getattr(msg, "match", None)):
             return INVALID_ARGUMENT, "not a valid URI"

@@ -7,14 +7,18 @@ import time
 import uuid
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from autobahn.wamp.exception import ApplicationError
 
 from harness.processes import Router
+from harness.raw_wamp import RawWamp
 from tests.support.browser import Browser
+from tests.support.proxy import Proxy
 
 SEND, HERE, SINCE = "tidings.chat.send", "tidings.presence.here", "tidings.history.since"
+CALL = 48
 
 
 def member(router: Router, user: str, room: str, *rooms: str, listen: bool = True) -> Browser:
@@ -121,4 +125,35 @@ def test_size_and_rate_are_bounded(tmp_path, broker_url, worker):
             second_tab.close()
     finally:
         alice.close()
+        router.stop()
+
+
+def test_a_sender_gone_before_the_answer_leaves_nothing_behind(tmp_path, broker_url):
+    # Before: the caller's leaving made Crossbar send the chat component an
+    # INTERRUPT it could not take; the caller's session was never detached (171
+    # of 200 such sessions stayed in the router for good).
+    parts = urlsplit(broker_url)
+    link = Proxy(parts.port or 5672).start()
+    credentials = f"{parts.username}:{parts.password}"
+    via_link = urlunsplit(parts._replace(netloc=f"{credentials}@127.0.0.1:{link.port}"))
+    router = Router(tmp_path, TIDINGS_BROKER_URL=via_link).start()
+    room = f"r{uuid.uuid4().hex[:8]}"
+    try:
+        alice = member(router, "1", room, listen=False)
+        try:
+            assert alice.call(SEND, room, "the broker answers")["event_id"]
+        finally:
+            alice.close()
+        link.stall()  # from now on the broker never confirms
+        for n in range(5):
+            client = RawWamp(router.ws_url).open()
+            client.join("2", [f"chat:{room}:join"])
+            client.send([CALL, 1, {}, SEND, [room, f"left at once {n}"]])
+            client.close()
+        # The component answers (unavailable) once its confirm times out, to no one.
+        assert router.log is not None
+        router.log.wait_for("chat message not queued", 15, router.alive)
+        assert "unhandled message" not in "\n".join(router.log.lines)
+    finally:
+        link.close()
         router.stop()

@@ -480,3 +480,48 @@ def test_sessions_dropped_for_not_reading_leave_no_memory_behind(limited, bystan
     grown = (tree_rss(limited.pid) - before) / MiB
     assert grown < 60, f"the router grew by {grown:.0f} MiB over 30 dropped sessions"
     assert call_seconds(bystander) < 1.0
+
+
+def test_a_browser_cannot_speak_for_another_session_nor_learn_who_published(limited):
+    # Before: `forward_for` in a CALL's options made the callee take the session it
+    # named for the caller: another user's history, chat as another member. The
+    # backend's session id, which that needs, came with every event.
+    client = joined(limited, user="7", perms=[])
+    publisher = Publisher(Settings(router_url=limited.rs_url, backend_secret=_backend_secret()))
+    publisher.start()
+    try:
+        client.send([SUBSCRIBE, 1, {}, "tidings.user.7"])
+        assert client.read()[0] == SUBSCRIBED
+        publisher.publish("tidings.user.7", {"event_id": "who-published"})
+        event = client.read()
+        assert event[0] == 36 and event[4][0]["event_id"] == "who-published", event
+        assert not {"publisher", "publisher_authid", "publisher_authrole"} & set(event[3])
+        spoof = {"forward_for": [{"session": 1, "authid": "8", "authrole": "backend"}]}
+        for n, frame in enumerate(
+            [
+                [CALL, 2, spoof, "tidings.history.since", ["tidings.user.8", None]],
+                [CALL, 3, spoof, "tidings.chat.send", ["lobby", "as someone else"]],
+                [SUBSCRIBE, 4, spoof, "tidings.user.7"],
+            ]
+        ):
+            client.send(frame)
+            assert error_uri(client.read()) == "tidings.error.not_authorized", n
+    finally:
+        publisher.close()
+        client.close()
+
+
+def test_text_no_answer_could_carry_is_refused_at_once(limited):
+    # Before: a lone surrogate in an argument made the history's gap message
+    # unsendable; the call never ended and the caller's session was never freed.
+    client = joined(limited, user="7", perms=[])
+    try:
+        client.send([CALL, 1, {}, "tidings.history.since", ["tidings.user.7", "\ud800"]])
+        reply = client.read()
+        assert error_uri(reply) == "tidings.error.invalid_argument"
+        assert reply[5] == ["text must be valid Unicode"]
+        # And in a URI, before Crossbar sees it (it closed the session with its own words).
+        client.send([SUBSCRIBE, 2, {}, "tidings.user.\ud800"])
+        assert error_uri(client.read()) == "tidings.error.invalid_argument"
+    finally:
+        client.close()

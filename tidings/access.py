@@ -30,7 +30,7 @@ def may_subscribe_prefix(user: str, perms: Iterable[str], prefix: str) -> bool:
     `tidings.entity.order` is not (it also matches `tidings.entity.orders.1`),
     nor `tidings.user.` (other users' topics).
     """
-    if not _clean(prefix):
+    if not _clean(prefix) or _reaches_meta(prefix):
         return False
     *whole, partial = prefix.split(".")
     return _all_allowed(user, perms, lambda t: _prefix_parts(t, whole, partial))
@@ -40,7 +40,7 @@ def may_subscribe_wildcard(user: str, perms: Iterable[str], pattern: str) -> boo
     """A wildcard subscription (an empty component matches any): allowed only where every
     topic it could match is allowed, e.g. `tidings.entity.order.` (`match: "wildcard"`)."""
     components = pattern.split(".") if _clean(pattern) else [""]
-    if not components[0]:
+    if not components[0] or _reaches_meta(components[0] + "."):
         return False  # its namespace must be named: the catalogue covers only its own
     return _all_allowed(user, perms, lambda t: _wildcard_parts(t, components))
 
@@ -103,6 +103,15 @@ def _fits(given: str, segment: str, parts: dict[str, str]) -> bool:
         parts[segment[1:-1]] = given
         return given != ""
     return given == segment
+
+
+# The router's own topics (sessions, subscriptions, with every session's details).
+_META = ("wamp.", "crossbar.")
+
+
+def _reaches_meta(prefix: str) -> bool:
+    """Whether a topic starting with `prefix` may be one of the router's own."""
+    return any(meta.startswith(prefix) or prefix.startswith(meta) for meta in _META)
 
 
 def _clean(text: str) -> bool:

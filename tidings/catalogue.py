@@ -170,7 +170,8 @@ def _topic(entry: Any, where: str) -> Topic:
             )
     if len(set(names)) != len(names):
         raise ConfigError(f"{where}: a variable appears twice")
-    if pattern.startswith("wamp.") or "." not in pattern or pattern.startswith("{"):
+    reserved = pattern.split(".")[0] in ("wamp", "crossbar")
+    if reserved or "." not in pattern or pattern.startswith("{"):
         raise ConfigError(f"{where}: needs two or more parts, the first one fixed and not 'wamp.'")
     audience = entry.get("audience")
     if not isinstance(audience, str) or not audience:
@@ -314,6 +315,18 @@ def history_size(uri: str) -> int | None:
     """Events kept of this topic: its family's `history_size` (None: the default)."""
     found = lookup(uri)
     return found[0].history_size if found is not None else None
+
+
+def presence_of(uri: str) -> str | None:
+    """The topic where who is on the topic `uri` is announced, if its family declares one
+    and that topic is the family's own: `tidings.entity.chat.lobby` (entity `chat`)
+    must not announce its readers in the chat room `lobby`."""
+    found = lookup(uri)
+    if found is None or found[0].presence is None:
+        return None
+    topic = found[0].presence_topic(found[1])
+    owner = lookup(topic) if topic is not None else None
+    return topic if owner is not None and owner[0].pattern == found[0].presence else None
 
 
 def procedure(name: str) -> Procedure | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tidings import access
@@ -84,3 +86,31 @@ def test_only_the_public_procedures_may_be_called():
         "x.tidings.history.since",
     ):
         assert not access.may_call("7", ORDER, procedure), procedure
+
+
+def test_no_prefix_reaches_the_routers_own_topics_whatever_the_catalogue():
+    # Before: with a family `wares.…` for everyone, a prefix `w` or `wa` also
+    # received `wamp.session.on_join` (every session's details, cookies included).
+    from tidings import catalogue
+
+    data = json.loads(catalogue.DEFAULT_PATH.read_text(encoding="utf-8"))
+    data["topics"].append({"pattern": "wares.stock.{sku}", "audience": "authenticated"})
+    catalogue.use(catalogue.parse(data))
+    try:
+        for prefix in ("w", "wa", "wam", "wamp", "wamp.", "c", "crossbar."):
+            assert not access.may_subscribe_prefix("7", [], prefix), prefix
+        assert access.may_subscribe_prefix("7", [], "wares.stock.")
+        assert access.may_subscribe_prefix("7", [], "wares.")
+        assert not access.may_subscribe_wildcard("7", [], "wamp..on_join")
+    finally:
+        catalogue.use(None)
+
+
+def test_a_family_reads_presence_only_on_its_own_presence_topic():
+    # Before: a reader of `tidings.entity.chat.lobby` (entity `chat`) was announced
+    # in the chat room `lobby`, whose presence topic has the same name.
+    from tidings.catalogue import presence_of
+
+    assert presence_of("tidings.entity.order.42") == "tidings.presence.order.42"
+    assert presence_of("tidings.chat.lobby") == "tidings.presence.chat.lobby"
+    assert presence_of("tidings.entity.chat.lobby") is None
