@@ -19,7 +19,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pool", default="threads", help="Celery pool of the workers under test")
     p.add_argument("--concurrency", type=int, default=8, help="pool size per worker process")
     p.add_argument(
-        "--only", help="comma-separated runs: a,a2,a',b,c,d,e,lat-a,...,fanout,chat,connections"
+        "--only",
+        help="comma-separated runs: a,a2,a',b,c,d,e,lat-a,...,fanout,chat,connections,"
+        "nodes,restart,sessions",
     )
     p.add_argument("--quick", action="store_true", help="short runs, for trying changes")
     p.add_argument("--keep", action="store_true", help="keep the processes' logs")
@@ -41,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
         options.seconds, options.warmup = min(args.seconds, 3.0), 1.0
         options.fanout, options.fanout_events, options.sessions, options.hold = (1, 100), 40, 400, 2
         options.rounds = 1
+        options.node_subscribers, options.node_events = 100, 20
+        options.restart_clients, options.restart_before, options.restart_after = 50, 2.0, 2.0
+        options.node_sessions = (1000, 2000)
     try:
         results = bench_main.run(options)
     except (OSError, RuntimeError, TimeoutError) as exc:

@@ -75,15 +75,16 @@ class TaskSender:
 class RawSender:
     """Posts a raw JSON `publish` domain event per event to the `tidings.events` exchange."""
 
-    def __init__(self, broker_url: str, topic: str) -> None:
+    def __init__(self, broker_url: str, topic: str, prefix: str = "bench") -> None:
         self.topic = topic
+        self.prefix = prefix  # of the event ids: `<prefix>-<n>`
         self._connection = Connection(broker_url)
         self._channel = self._connection.default_channel
 
     def send(self, n: int) -> None:
         body = json.dumps(
             {
-                "event_id": f"bench-{n}",
+                "event_id": f"{self.prefix}-{n}",
                 "type": "publish",
                 "topic": self.topic,
                 "payload": payload(n),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import platform
 import resource
@@ -18,7 +19,7 @@ from urllib.parse import urlsplit
 
 import psutil
 
-from bench import report, scenarios
+from bench import nodes, report, scenarios
 from bench.monitor import Monitor
 from bench.stack import Stack
 from harness.progress import Progress
@@ -33,6 +34,11 @@ ROUNDS = ("d", "a'", "a", "e", "a's", "a'0", "a0")
 SHARED, UNMETERED = ("a's",), ("a'0", "a0")
 THROUGHPUT = ("b", "c", "a2")
 LATENCY = ("d", "a'", "a", "b", "c")
+# Sections run on two shared-mode nodes (bench/nodes.py), after the others; the
+# restart last, as it replaces node a's router.
+PAIR_SECTIONS = ("sessions", "nodes", "restart")
+# Expected seconds to start the pair, and the main stack.
+PAIR_START, MAIN_START = 12.0, 15.0
 
 
 @dataclass
@@ -50,6 +56,16 @@ class Options:
     sessions: int = 5000
     client_processes: int = 4
     hold: float = 12.0
+    # Two shared-mode nodes: subscribers per node in `nodes` (events to them);
+    # recovering clients and the event rate in `restart` (seconds of the stream before
+    # the router stops and after it is back); idle sessions on one node, then over two.
+    node_subscribers: int = 1000
+    node_events: int = 30
+    restart_clients: int = 200
+    restart_rate: float = 200.0
+    restart_before: float = 3.0
+    restart_after: float = 4.0
+    node_sessions: tuple[int, int] = (10000, 20000)
     pool: str = "threads"
     concurrency: int = 8
     loglevel: str = "WARNING"
@@ -95,7 +111,8 @@ def _machine() -> dict[str, Any]:
     }
 
 
-Step = tuple[str, float, Callable[[scenarios.Bench], Any]]
+# The run gets a scenarios.Bench, or for PAIR_SECTIONS a nodes.Pair.
+Step = tuple[str, float, Callable[[Any], Any]]
 
 
 def plan(options: Options) -> list[Step]:
@@ -138,14 +155,52 @@ def plan(options: Options) -> list[Step]:
             hold=options.hold,
         )
         steps.append(("connections", options.hold + options.sessions / 150, run))
+    steps += _pair_plan(options)
+    return steps
+
+
+def _pair_plan(options: Options) -> list[Step]:
+    steps: list[Step] = []
+    if options.wants("sessions"):
+        # First: each router's memory at its start is then the memory before any session.
+        one, two = options.node_sessions
+        for per_node in ({"a": one}, {"a": two // 2, "b": two - two // 2}):
+            total = sum(per_node.values())
+            run = partial(nodes.sessions, per_node=per_node, hold=options.hold)
+            steps.append((f"sessions/{total}", 2 + options.hold + total / 700, run))
+    if options.wants("nodes"):
+        size, events = options.node_subscribers, options.node_events
+        rate = 10.0 if size <= 100 else 2.0
+        for key, per_node in (("single", {"a": size}), ("split", {"a": size, "b": size})):
+            run = partial(nodes.fanout, per_node=per_node, events=events, rate=rate)
+            cost = 2 + options.warmup + nodes.IDLE_SECONDS + sum(per_node.values()) / 250
+            cost += events / rate
+            steps.append((f"nodes/{key}", cost, run))
+    if options.wants("restart"):
+        # Stopping and starting the router, the clients' backoff, their catching up.
+        expected = options.restart_before + 12 + options.restart_after
+        run = partial(
+            nodes.restart,
+            clients=options.restart_clients,
+            rate=options.restart_rate,
+            before=options.restart_before,
+            after=options.restart_after,
+            expected=expected,
+        )
+        steps.append(("restart", expected + 2 + options.restart_clients / 100, run))
     return steps
 
 
 def run(options: Options) -> dict[str, Any]:
     """Run the bench; returns the results (also written to options.out)."""
-    _raise_open_files(max(4 * options.sessions, 16384))
+    one, two = options.node_sessions
+    per_router = max(one, math.ceil(two / 2))
+    _raise_open_files(max(4 * options.sessions, 2 * per_router, 16384))
     steps = plan(options)
-    progress = Progress(15 + sum(cost for _, cost, _ in steps))
+    on_pair = [step for step in steps if step[0].split("/")[0] in PAIR_SECTIONS]
+    on_main = [step for step in steps if step not in on_pair]
+    starting = (MAIN_START if on_main else 0) + (PAIR_START if on_pair else 0)
+    progress = Progress(starting + sum(cost for _, cost, _ in steps))
     results: dict[str, Any] = {
         "machine": _machine(),
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -157,30 +212,29 @@ def run(options: Options) -> dict[str, Any]:
     }
     began = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="tidings-bench-"))
-    progress.step("starting the router, a worker and the subscriber", 15)
-    with contextlib.ExitStack() as running:
-        bench = _start(running, workdir / "memory", options, progress, None)
-        stacks = {key: bench for key in ROUNDS}
-        wanted = {name.split("/")[1] for name, _, _ in steps if name.count("/") == 2}
-        if wanted & set(SHARED):
-            # Shared mode beside it, so that its rounds alternate with the others'.
-            redis = running.enter_context(redis_server())
-            shared = _start(running, workdir / "shared", options, progress, redis)
-            stacks.update(dict.fromkeys(SHARED, shared))
-        if wanted & set(UNMETERED):
-            unmetered = _start(running, workdir / "unmetered", options, progress, None, False)
-            stacks.update(dict.fromkeys(UNMETERED, unmetered))
-        for name, cost, step in steps:
-            progress.step(name, cost)
-            section, _, key = name.partition("/")
-            result = step(stacks.get(key.partition("/")[0], bench))
-            if "/" in key:
-                key = key.partition("/")[0]
-                results.setdefault("rounds", {}).setdefault(key, []).append(result)
-            elif key:
-                results.setdefault(section, {})[key] = result
-            else:
-                results[section] = result
+    if on_main:
+        progress.step("starting the router, a worker and the subscriber", MAIN_START)
+        with contextlib.ExitStack() as running:
+            _run_main(running, workdir, options, progress, on_main, results)
+    if on_pair:
+        # Two shared-mode nodes of their own, once the main stack is gone.
+        progress.step("starting nodes a and b (shared mode, Redis)", PAIR_START)
+        with contextlib.ExitStack() as running:
+            pair = nodes.start_pair(
+                running,
+                workdir / "pair",
+                options.broker_url,
+                progress,
+                pool=options.pool,
+                concurrency=options.concurrency,
+                loglevel=options.loglevel,
+                max_connections=per_router + nodes.SPARE_CONNECTIONS,
+                warmup=options.warmup,
+                broker_pids=_broker_pids(options.broker_url),
+            )
+            for name, cost, step in on_pair:
+                progress.step(name, cost)
+                _store(results, name, step(pair))
     results["duration_s"] = round(time.monotonic() - began, 1)
     for key, runs in results.get("rounds", {}).items():
         results.setdefault("throughput", {})[key] = report.median_run(runs)
@@ -193,6 +247,43 @@ def run(options: Options) -> dict[str, Any]:
         _remove(workdir)
     results["workdir"] = str(workdir)
     return results
+
+
+def _run_main(
+    running: contextlib.ExitStack,
+    workdir: Path,
+    options: Options,
+    progress: Progress,
+    steps: list[Step],
+    results: dict[str, Any],
+) -> None:
+    bench = _start(running, workdir / "memory", options, progress, None)
+    stacks = {key: bench for key in ROUNDS}
+    wanted = {name.split("/")[1] for name, _, _ in steps if name.count("/") == 2}
+    if wanted & set(SHARED):
+        # Shared mode beside it, so that its rounds alternate with the others'.
+        redis = running.enter_context(redis_server())
+        shared = _start(running, workdir / "shared", options, progress, redis)
+        stacks.update(dict.fromkeys(SHARED, shared))
+    if wanted & set(UNMETERED):
+        unmetered = _start(running, workdir / "unmetered", options, progress, None, False)
+        stacks.update(dict.fromkeys(UNMETERED, unmetered))
+    for name, cost, step in steps:
+        progress.step(name, cost)
+        key = name.partition("/")[2]
+        _store(results, name, step(stacks.get(key.partition("/")[0], bench)))
+
+
+def _store(results: dict[str, Any], name: str, result: Any) -> None:
+    """`section/key/round` into the rounds, `section/key` into its section, or `section`."""
+    section, _, key = name.partition("/")
+    if "/" in key:
+        key = key.partition("/")[0]
+        results.setdefault("rounds", {}).setdefault(key, []).append(result)
+    elif key:
+        results.setdefault(section, {})[key] = result
+    else:
+        results[section] = result
 
 
 def _start(

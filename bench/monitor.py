@@ -73,7 +73,8 @@ class Monitor:
 
     @contextmanager
     def measure(self) -> Iterator[dict[str, dict[str, float]]]:
-        """Yields a dict filled at exit: name -> cpu_percent (100 = one core), peak_rss_mb."""
+        """Yields a dict filled at exit: name -> cpu_percent (100 = one core), cpu_seconds,
+        peak_rss_mb."""
         tracked = {name: _Tracked(pids, rec) for name, (pids, rec) in self._groups.items()}
         stop = threading.Event()
 
@@ -100,5 +101,6 @@ class Monitor:
             for name, group in tracked.items():
                 result[name] = {
                     "cpu_percent": round(100.0 * group.used() / wall, 1),
+                    "cpu_seconds": round(group.used(), 3),
                     "peak_rss_mb": round(group.peak_rss / 2**20, 1),
                 }

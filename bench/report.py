@@ -42,6 +42,10 @@ LATENCY_TARGETS = (
 )
 FANOUT_TARGET = ("fan-out to 1000, p99", "1000", "p99", 100.0)
 SESSIONS_TARGET = 5000
+# Idle sessions held over the two nodes of shared mode.
+NODE_SESSIONS_TARGET = 20000
+# Process groups of the two-node runs, in the CPU table; "server" is their sum.
+NODE_PROCESSES = ("router a", "router b", "workers", "rabbitmq", "redis")
 
 
 def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -99,7 +103,28 @@ def judge(results: dict[str, Any]) -> list[dict[str, Any]]:
             "met": stats.check(held, SESSIONS_TARGET),
         }
     )
+    missed = results.get("restart", {}).get("missed", math.nan)
+    out.append(
+        {
+            "target": "router restart, events missed = 0",
+            "value": missed,
+            "met": stats.check(missed, 0, at_most=True),
+        }
+    )
+    held = _two_node_sessions(results).get("held", math.nan)
+    out.append(
+        {
+            "target": f"{NODE_SESSIONS_TARGET:,} sessions held over two nodes",
+            "value": held,
+            "met": stats.check(held, NODE_SESSIONS_TARGET),
+        }
+    )
     return out
+
+
+def _two_node_sessions(results: dict[str, Any]) -> dict[str, Any]:
+    runs = [run for run in results.get("sessions", {}).values() if len(run.get("nodes", {})) > 1]
+    return max(runs, key=lambda run: run["sessions"], default={})
 
 
 def _usage(run: dict[str, Any]) -> str:
@@ -139,39 +164,44 @@ def table(results: dict[str, Any]) -> str:
     lines: list[str] = []
     add = lines.append
     usage_head = "router CPU  peak MB  worker CPU  peak MB"
-    add(f"{'throughput, enqueue → subscriber':{W}} {'events/s':>9}   {usage_head}")
-    for key in THROUGHPUT_ORDER:
-        run = results.get("throughput", {}).get(key)
-        if run:
-            name = f"{LABELS[key]:6} {run['path']}"[:W]
-            rounds = run.get("rounds")
-            seen = f"  rounds: {', '.join(_num(r, 0) for r in rounds)}" if rounds else ""
-            add(f"{name:{W}} {_num(run['events_per_s'], 0):>9}  {_usage(run)}{seen}")
-    add("")
-    add(f"{'CPU per delivered event (µs)':{W}} " + " ".join(f"{p:>8}" for p in PROCESSES))
-    for key in THROUGHPUT_ORDER:
-        run = results.get("throughput", {}).get(key)
-        if run and key in ("a", "a0", "a'", "a'0", "a's", "d", "e"):
-            cost = cpu_per_event(run)
-            cells = " ".join(f"{_num(cost.get(p), 0):>8}" for p in PROCESSES)
-            add(f"{LABELS[key]:{W}} {cells}")
-    add("")
-    points = " ".join(f"{p:>7}" for p in ("p50", "p95", "p99", "max"))
-    add(f"{'latency at 200 events/s (ms)':{W}} {points}  {usage_head}")
-    for key in LATENCY_ORDER:
-        run = results.get("latency", {}).get(key)
-        if run:
-            name = f"{LABELS[key]:6} {run['path']}"[:W]
-            cells = " ".join(f"{_num(run[p], 1):>7}" for p in ("p50", "p95", "p99", "max"))
-            add(f"{name:{W}} {cells} {_usage(run)}")
-    add("")
-    heads = f"{'p50':>6} {'p99':>6} {'events':>7} {'missed':>6}"
-    add(f"{'fan-out via (a): until the last has it (ms)':{W}} {heads}")
-    for size, run in results.get("fanout", {}).items():
-        add(
-            f"{f'{int(size):,} subscribers':{W}} {_num(run['p50']):>6} {_num(run['p99']):>6}"
-            f" {run['events']:>7} {run['incomplete']:>6}"
-        )
+    # A section only if it ran (--only runs some).
+    throughput = results.get("throughput", {})
+    if throughput:
+        add(f"{'throughput, enqueue → subscriber':{W}} {'events/s':>9}   {usage_head}")
+        for key in THROUGHPUT_ORDER:
+            run = throughput.get(key)
+            if run:
+                name = f"{LABELS[key]:6} {run['path']}"[:W]
+                rounds = run.get("rounds")
+                seen = f"  rounds: {', '.join(_num(r, 0) for r in rounds)}" if rounds else ""
+                add(f"{name:{W}} {_num(run['events_per_s'], 0):>9}  {_usage(run)}{seen}")
+        add("")
+        add(f"{'CPU per delivered event (µs)':{W}} " + " ".join(f"{p:>8}" for p in PROCESSES))
+        for key in THROUGHPUT_ORDER:
+            run = throughput.get(key)
+            if run and key in ("a", "a0", "a'", "a'0", "a's", "d", "e"):
+                cost = cpu_per_event(run)
+                cells = " ".join(f"{_num(cost.get(p), 0):>8}" for p in PROCESSES)
+                add(f"{LABELS[key]:{W}} {cells}")
+    if results.get("latency"):
+        add("")
+        points = " ".join(f"{p:>7}" for p in ("p50", "p95", "p99", "max"))
+        add(f"{'latency at 200 events/s (ms)':{W}} {points}  {usage_head}")
+        for key in LATENCY_ORDER:
+            run = results["latency"].get(key)
+            if run:
+                name = f"{LABELS[key]:6} {run['path']}"[:W]
+                cells = " ".join(f"{_num(run[p], 1):>7}" for p in ("p50", "p95", "p99", "max"))
+                add(f"{name:{W}} {cells} {_usage(run)}")
+    if results.get("fanout"):
+        add("")
+        heads = f"{'p50':>6} {'p99':>6} {'events':>7} {'missed':>6}"
+        add(f"{'fan-out via (a): until the last has it (ms)':{W}} {heads}")
+        for size, run in results["fanout"].items():
+            add(
+                f"{f'{int(size):,} subscribers':{W}} {_num(run['p50']):>6}"
+                f" {_num(run['p99']):>6} {run['events']:>7} {run['incomplete']:>6}"
+            )
     chat = results.get("chat", {})
     if chat:
         add("")
@@ -203,16 +233,110 @@ def table(results: dict[str, Any]) -> str:
             f" → {conn['router_rss_after_mb']:.0f} MB:"
             f" {conn['router_kib_per_session']:.1f} KiB per session"
         )
+    lines += _node_lines(results)
     add("")
     add(f"{'target (ratios within this run)':{W}} {'reached':>9}  met")
     for row in results.get("targets", []):
         value = row["value"]
+        # None: NaN read back from results.json.
         shown = (
-            _num(value, 2) if isinstance(value, float) else f"{value:,}" if value == value else "—"
+            _num(value, 2)
+            if value is None or isinstance(value, float)
+            else f"{value:,}"
+            if value == value
+            else "—"
         )
         met = "not run" if shown == "—" else "yes" if row["met"] else "NO"
         add(f"{row['target']:{W}} {shown:>9}  {met}")
+    while lines and not lines[0]:
+        lines.pop(0)
     return "\n".join(lines)
+
+
+def _node_lines(results: dict[str, Any]) -> list[str]:
+    """The two-node sections: idle sessions, fan-out split over the nodes, the restart."""
+    lines: list[str] = []
+    add = lines.append
+    idle = results.get("sessions", {})
+    if idle:
+        add("")
+        heads = f"{'held':>7} {'joined in':>9}  KiB per session (router MB at start → held)"
+        add(f"{'idle sessions, shared mode':{W}} {heads}")
+        for run in idle.values():
+            per = ", ".join(
+                f"{node} {n['router_kib_per_session']:.1f}"
+                f" ({n['router_rss_start_mb']:.0f} → {n['router_rss_after_mb']:.0f})"
+                for node, n in run["nodes"].items()
+            )
+            where = _where({node: n["sessions"] for node, n in run["nodes"].items()})
+            add(f"{where:{W}} {run['held']:>7,} {run['wall_seconds']:>7.1f} s  {per}")
+            if run["held"] < run["sessions"]:
+                limits = ", ".join(
+                    f"{node}: fds {n['fd_limit']:,}, max_connections {n['max_connections']:,}"
+                    for node, n in run["nodes"].items()
+                )
+                add(
+                    f"  not all held: failures {run['failures'] or 'none'};"
+                    f" joining {'finished' if run['finished_joining'] else 'timed out'};"
+                    f" {limits}; local ports {run['local_ports']:,}"
+                )
+    fan = results.get("nodes", {})
+    if fan:
+        add("")
+        heads = f"{'p50':>6} {'p99':>6} {'events':>7} {'missed':>6}"
+        add(f"{'two nodes, shared mode: fan-out via (a) (ms)':{W}} {heads}")
+        for run in fan.values():
+            add(
+                f"{_where(run['per_node']):{W}} {_num(run['p50']):>6} {_num(run['p99']):>6}"
+                f" {run['events']:>7} {run['incomplete']:>6}"
+            )
+        heads = " ".join(f"{p:>8}" for p in (*NODE_PROCESSES, "server"))
+        add(f"{'  CPU (µs) above idle, per copy and per event':{W}} {heads}")
+        for run in fan.values():
+            for what, key, digits in (
+                ("copy", "cpu_us_per_copy", 1),
+                ("event", "cpu_us_per_event", 0),
+            ):
+                cost = run.get(key, {})
+                server = sum(cost.get(p) or 0.0 for p in NODE_PROCESSES)
+                cells = " ".join(f"{_num(cost.get(p), digits):>8}" for p in NODE_PROCESSES)
+                name = f"  {_where(run['per_node'])}, per {what}"
+                add(f"{name:{W}} {cells} {_num(server, digits):>8}")
+    rec = results.get("restart")
+    if rec:
+        add("")
+        add(
+            f"router restart, shared mode: {rec['clients']:,} clients recovering"
+            f" at {rec['rate']:g} events/s"
+        )
+        add(
+            f"  router stopped in {rec['router_stop_s']:.1f} s, back {rec['router_down_s']:.1f} s"
+            f" after the stop; clients in again after p50 {_num(rec['rejoin_p50_s'])} s (backoff)"
+        )
+        add(
+            f"  every event again, from the stop: p50 {_num(rec['p50_s'])} s,"
+            f" p99 {_num(rec['p99_s'])} s, max {_num(rec['max_s'])} s"
+            f" ({rec['recovered_clients']:,} of {rec['clients']:,} clients);"
+        )
+        add(
+            f"    of which catching up after the rejoin: p50 {_num(rec['catch_up_p50_s'], 2)} s,"
+            f" p99 {_num(rec['catch_up_p99_s'], 2)} s"
+        )
+        add(
+            f"  events missed {rec['missed']:,}, history_gap {rec['gaps']:,},"
+            f" catch-up errors {rec['errors']:,}; {rec['from_history']:,} from the history,"
+            f" {rec['duplicates']:,} duplicates dropped"
+        )
+    return lines
+
+
+def _where(per_node: dict[str, int]) -> str:
+    """`1,000 on node a`, `2,000 over nodes a and b`."""
+    total = sum(per_node.values())
+    names = sorted(per_node)
+    if len(names) == 1:
+        return f"{total:,} on node {names[0]} only"
+    return f"{total:,} over nodes {' and '.join(names)}"
 
 
 def _plain(value: Any) -> Any:
@@ -237,7 +361,9 @@ def plot(results: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")  # no display: files only
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
+    two_nodes = bool(results.get("nodes") or results.get("restart"))
+    rows = 3 if two_nodes else 2
+    fig, axes = plt.subplots(rows, 2, figsize=(13, 4.5 * rows))
     fig.suptitle("tidings bench — " + results.get("machine", {}).get("summary", ""))
 
     runs = results.get("throughput", {})
@@ -284,6 +410,50 @@ def plot(results: dict[str, Any], path: Path) -> None:
     ax.set_title("CPU during throughput runs (% of one core; 2 cores = 200%)")
     ax.legend(fontsize=8)
 
+    if two_nodes:
+        _plot_nodes(axes[2][0], results.get("nodes", {}))
+        _plot_restart(axes[2][1], results.get("restart", {}))
+
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _plot_nodes(ax: Any, fan: dict[str, Any]) -> None:
+    """CPU per copy by process, stacked, per two-node fan-out run; latency in the labels."""
+    runs = list(fan.values())
+    names = [
+        f"{_where(run['per_node'])}\np50 {_num(run['p50'])} / p99 {_num(run['p99'])} ms"
+        for run in runs
+    ]
+    bottom = [0.0] * len(runs)
+    for group in NODE_PROCESSES:
+        values = [run.get("cpu_us_per_copy", {}).get(group, 0.0) or 0.0 for run in runs]
+        ax.bar(names, values, bottom=bottom, label=group)
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    ax.set_title("two nodes, fan-out: CPU above idle per delivered copy (µs)")
+    ax.legend(fontsize=8)
+
+
+def _plot_restart(ax: Any, rec: dict[str, Any]) -> None:
+    """Each client's seconds from the router's stop until it had every event again."""
+    clients = rec.get("clients") or 1
+    for key, label in (("rejoin_s", "signed in again"), ("recovery_s", "every event again")):
+        seconds = rec.get(key) or []
+        if seconds:
+            share = [100.0 * (i + 1) / clients for i in range(len(seconds))]
+            ax.step(seconds, share, where="post", label=label)
+    if rec.get("router_down_s") is not None:
+        ax.axvline(rec["router_down_s"], color="grey", linestyle="--", linewidth=0.8)
+        where = ax.get_xaxis_transform()  # x in seconds, y in the panel's height
+        ax.text(
+            rec["router_down_s"], 0.5, " router back", fontsize=8, color="grey", transform=where
+        )
+        ax.set_xlim(left=0)
+        ax.set_ylim(0, 102)
+        ax.legend(fontsize=8, loc="upper left")
+    ax.set_title(
+        f"router restart: {rec.get('clients', 0):,} clients at {rec.get('rate', 0):g} events/s"
+    )
+    ax.set_xlabel("seconds since the router stopped")
+    ax.set_ylabel("% of clients")

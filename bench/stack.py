@@ -17,15 +17,19 @@ from harness.vhost import isolated_vhost
 
 BRIDGE_PATH = "publish"
 BRIDGE_KEY = "tidings-bench"
+DEFAULT_NODE = "bench"
 
 
-def bench_router_config(bridge_secret: str) -> dict[str, Any]:
+def bench_router_config(bridge_secret: str, max_connections: int | None = None) -> dict[str, Any]:
     """The project's router configuration plus Crossbar's HTTP bridge publisher for (b),
-    which takes signed POSTs only, from loopback only."""
+    which takes signed POSTs only, from loopback only. `max_connections`: the web
+    transport's limit, raised as a deployment holding more sessions would."""
     config = project_router_config()
     for worker in config["workers"]:
         for transport in worker.get("transports", []):
             if transport["type"] == "web":
+                if max_connections is not None:
+                    transport["max_connections"] = max_connections
                 transport["paths"][BRIDGE_PATH] = {
                     "type": "publisher",
                     "realm": "tidings",
@@ -49,7 +53,9 @@ class BenchWorker(Worker):
     """
 
     def __init__(self, stack: Stack, index: int, pool: str, concurrency: int, loglevel: str):
-        self.hostname = f"bench{index}-{os.getpid()}@localhost"
+        # Unique in the vhost, which the nodes of a shared-mode pair share.
+        node = "" if stack.node == DEFAULT_NODE else f"-{stack.node}"
+        self.hostname = f"bench{index}{node}-{os.getpid()}@localhost"
         argv = worker_argv(concurrency, pool, loglevel)
         argv[argv.index("--hostname") + 1] = self.hostname
         super().__init__(
@@ -88,27 +94,44 @@ class Stack:
         loglevel: str,
         redis_url: str | None = None,
         metrics: bool = True,
+        node: str = DEFAULT_NODE,
+        share: Stack | None = None,
+        max_connections: int | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         """redis_url: shared mode (history and presence in that Redis); metrics: off
-        counts nothing and serves no endpoint (TIDINGS_*_METRICS_PORT=0)."""
+        counts nothing and serves no endpoint (TIDINGS_*_METRICS_PORT=0); node: the
+        router node's name (TIDINGS_NODE, shared mode); share: another node of the same
+        deployment, whose vhost and secrets this one uses; max_connections: the router's
+        WebSocket connection limit (the project's config's if None); env: more settings
+        for the router and the workers."""
         self.redis_url = redis_url
         self.metrics = metrics
+        self.node = node
+        self.share = share
+        self.max_connections = max_connections
+        self.extra_env = dict(env or {})
         self.dir = workdir
         self.pool = pool
         self.concurrency = concurrency
         self.loglevel = loglevel
-        self.secret = secrets.token_hex(24)
-        self.backend_secret = secrets.token_hex(24)
-        self.bridge_secret = secrets.token_hex(24)
+        # One deployment's nodes share its secrets.
+        self.secret: str = share.secret if share else secrets.token_hex(24)
+        self.backend_secret: str = share.backend_secret if share else secrets.token_hex(24)
+        self.bridge_secret: str = share.bridge_secret if share else secrets.token_hex(24)
         self._broker_root = broker_url
         self._exit = contextlib.ExitStack()
         self.workers: list[BenchWorker] = []
         self.counts = workdir / "counts"
 
     def __enter__(self) -> Stack:
-        self.broker_url = self._exit.enter_context(
-            isolated_vhost(self._broker_root, prefix="tidings-bench")
-        )
+        self.broker_url: str
+        if self.share is not None:
+            self.broker_url = self.share.broker_url
+        else:
+            self.broker_url = self._exit.enter_context(
+                isolated_vhost(self._broker_root, prefix="tidings-bench")
+            )
         self.probe = Celery("bench-probe", broker=self.broker_url, set_as_current=False)
         self._exit.callback(self.stop_workers, 0)
         # At info level the router logs three lines per connection, a quarter of
@@ -116,7 +139,7 @@ class Stack:
         self.router = Router(
             self.dir / "router",
             env=self.router_env(),
-            config=bench_router_config(self.bridge_secret),
+            config=bench_router_config(self.bridge_secret, self.max_connections),
             loglevel="warn",
         )
         self._exit.callback(self.router.stop)
@@ -150,9 +173,10 @@ class Stack:
             TIDINGS_CHAT_RATE="100000",
         )
         if self.redis_url:
-            env.update(TIDINGS_REDIS_URL=self.redis_url, TIDINGS_NODE="bench")
+            env.update(TIDINGS_REDIS_URL=self.redis_url, TIDINGS_NODE=self.node)
         if not self.metrics:
             env.update(TIDINGS_ROUTER_METRICS_PORT="0", TIDINGS_WORKER_METRICS_PORT="0")
+        env.update(self.extra_env)
         return env
 
     def scale_workers(self, count: int) -> None:

@@ -1,9 +1,11 @@
 """A lean WAMP subscriber over WebSocket (JSON), for bench audiences of thousands of sessions.
 
 It does what a browser's session does on the wire — upgrade, HELLO with a ticket,
-SUBSCRIBE, answer the router's pings — and no more, so that a client process
-spends a few microseconds per event instead of autobahn's hundred: with 1,000
-sessions on one machine the clients would otherwise be what the bench measures.
+SUBSCRIBE, answer the router's pings, CALL (to recover from the history) — and no
+more, so that a client process spends a few microseconds per event instead of
+autobahn's hundred: with 1,000 sessions on one machine the clients would otherwise
+be what the bench measures. Reconnecting is the owner's (harness.swarm): a session
+is one connection.
 """
 
 from __future__ import annotations
@@ -18,9 +20,19 @@ from harness.websocket import CLOSE, PING, PONG, TEXT, client_frame, server_fram
 
 HELLO, WELCOME, ABORT, CHALLENGE, AUTHENTICATE, GOODBYE = 1, 2, 3, 4, 5, 6
 SUBSCRIBE, SUBSCRIBED, EVENT, ERROR = 32, 33, 36, 8
+CALL, RESULT = 48, 50
+ROLES: dict[str, dict[str, Any]] = {"subscriber": {}, "caller": {}}
 
 # Called with the event's payload and the time its bytes were read.
 OnEvent = Callable[[dict[str, Any], float], None]
+
+
+class CallError(Exception):
+    """A CALL answered with ERROR; `error` is its URI (e.g. tidings.error.history_gap)."""
+
+    def __init__(self, error: str) -> None:
+        super().__init__(error)
+        self.error = error
 
 
 class WampSubscriber(asyncio.Protocol):
@@ -38,6 +50,9 @@ class WampSubscriber(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self._buffer = bytearray()
         self._upgraded = False
+        self._calls: dict[int, asyncio.Future[Any]] = {}
+        self.joined_at: float | None = None  # when it joined (and subscribed), epoch seconds
+        self._next_request = 100  # 1 is the subscription's
 
     # -- asyncio.Protocol
 
@@ -57,11 +72,18 @@ class WampSubscriber(asyncio.Protocol):
             elif opcode == PING:
                 self._send_frame(PONG, payload)
             elif opcode == CLOSE:
+                # Answered with its status code, as a browser does: the router then
+                # drops the connection at once, not after its close handshake timeout.
                 self._fail()
+                self._send_frame(CLOSE, payload[:2])
                 self.transport.close()  # type: ignore[union-attr]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail()
+        for answer in self._calls.values():
+            if not answer.done():
+                answer.set_exception(ConnectionError("the connection was lost"))
+        self._calls.clear()
         if not self.closed.done():
             self.closed.set_result(None)
 
@@ -78,7 +100,7 @@ class WampSubscriber(asyncio.Protocol):
             self.transport.close()  # type: ignore[union-attr]
             return False
         self._upgraded = True
-        self._send([HELLO, self.realm, {"roles": {"subscriber": {}}, "authmethods": ["ticket"]}])
+        self._send([HELLO, self.realm, {"roles": ROLES, "authmethods": ["ticket"]}])
         return True
 
     def _frames(self) -> list[tuple[int, bytes]]:
@@ -99,6 +121,18 @@ class WampSubscriber(asyncio.Protocol):
 
     # -- WAMP
 
+    def call(self, procedure: str, *args: Any) -> asyncio.Future[Any]:
+        """CALL `procedure`; the future gets the first result argument (None if there is
+        none), or CallError, or ConnectionError if the connection goes first."""
+        answer: asyncio.Future[Any] = asyncio.get_event_loop().create_future()
+        if self.transport is None or self.transport.is_closing():
+            answer.set_exception(ConnectionError("not connected"))
+            return answer
+        self._next_request += 1
+        self._calls[self._next_request] = answer
+        self._send([CALL, self._next_request, {}, procedure, list(args)])
+        return answer
+
     def _on_message(self, message: list[Any], now: float) -> None:
         kind = message[0]
         if kind == EVENT:
@@ -113,12 +147,23 @@ class WampSubscriber(asyncio.Protocol):
                 self._send([SUBSCRIBE, 1, {}, self.topic])
         elif kind == SUBSCRIBED:
             self._settle(True)
+        elif kind == RESULT:
+            answer = self._calls.pop(message[1], None)
+            if answer is not None and not answer.done():
+                args = message[3] if len(message) > 3 else []
+                answer.set_result(args[0] if args else None)
+        elif kind == ERROR and message[1] == CALL:
+            answer = self._calls.pop(message[2], None)
+            if answer is not None and not answer.done():
+                answer.set_exception(CallError(str(message[4])))
         elif kind in (ABORT, ERROR, GOODBYE):
             self._fail()
             self.transport.close()  # type: ignore[union-attr]
 
     def _settle(self, ok: bool) -> None:
         if not self.joined.done():
+            if ok:
+                self.joined_at = time.time()
             self.joined.set_result(ok)
 
     def _fail(self) -> None:
