@@ -4,6 +4,7 @@ that reconnect with new tickets and catch up from the history after a restart.""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import time
 from collections.abc import Iterator
 
@@ -60,7 +61,10 @@ def test_a_session_calls_and_hears_errors_and_a_lost_connection(router: FakeRout
         await asyncio.wait_for(session.closed, 5)
         assert events == [0, 1]
 
-    asyncio.run(run())
+    # On a thread of its own: Playwright's sync API, used earlier in a full run,
+    # leaves an event loop running in the main thread.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, run()).result(60)
 
 
 def test_recovering_sessions_rejoin_with_new_tickets_and_miss_nothing(router: FakeRouter) -> None:
