@@ -9,7 +9,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench import counter, stats
-from bench.load import ChatSender, DirectSender, RawSender, Sender, TaskSender, drain, drive
+from bench.load import (
+    ChatSender,
+    DirectSender,
+    Driven,
+    RawSender,
+    Sender,
+    TaskSender,
+    drain,
+    drive,
+)
 from bench.monitor import Monitor
 from bench.stack import Stack
 from harness.memory import tree_rss
@@ -169,6 +178,29 @@ def _swarms(
     return swarms
 
 
+def _to_audience(
+    bench: Bench,
+    swarms: list[Swarm],
+    sender: Sender,
+    seconds: float,
+    rate: float | None,
+    window: int = 1000,
+) -> tuple[Driven, bool]:
+    """Send to every joined session of `swarms` for `seconds` (at `rate`, or as fast as the
+    slowest gets them), then wait until each has every event; False if it never did."""
+    joined = max(sum(s.joined for s in swarms), 1)
+    total = lambda: sum(s.received.value for s in swarms)  # noqa: E731
+    driven = drive(
+        sender,
+        seconds,
+        delivered=lambda: total() // joined,
+        rate=rate,
+        window=window,
+        tick=bench.progress.update,
+    )
+    return driven, drain(total, driven.sent * joined, timeout=30)
+
+
 def _close(bench: Bench, swarms: list[Swarm]) -> None:
     for swarm in swarms:
         swarm.close()
@@ -189,16 +221,8 @@ def fanout(bench: Bench, size: int, events: int, rate: float) -> dict[str, Any]:
             swarm.wait_joined(120)
         joined = sum(s.joined for s in swarms)
         sender = bench.sender("a", topic)
-        total = lambda: sum(s.received.value for s in swarms)  # noqa: E731
         with bench.monitor.measure() as usage:
-            driven = drive(
-                sender,
-                events / rate,
-                delivered=lambda: total() // max(joined, 1),
-                rate=rate,
-                tick=bench.progress.update,
-            )
-            drain(total, driven.sent * joined, timeout=30)
+            driven, _ = _to_audience(bench, swarms, sender, events / rate, rate)
         arrivals = merge([s.collect()[0] for s in swarms])
     finally:
         if sender is not None:
@@ -228,18 +252,9 @@ def chat(bench: Bench, members: int, rate: float | None) -> dict[str, Any]:
             swarm.wait_joined(120)
         joined = sum(s.joined for s in swarms)
         sender = ChatSender(bench.stack.router.ws_url, bench.stack.secret, room, CHAT_SENDERS)
-        total = lambda: sum(s.received.value for s in swarms)  # noqa: E731
-        delivered = lambda: total() // max(joined, 1)  # noqa: E731
         with bench.monitor.measure() as usage:
-            driven = drive(
-                sender,
-                bench.warmup + bench.seconds,
-                delivered=delivered,
-                rate=rate,
-                window=200,
-                tick=bench.progress.update,
-            )
-            drained = drain(total, driven.sent * joined, timeout=30)
+            seconds = bench.warmup + bench.seconds
+            driven, drained = _to_audience(bench, swarms, sender, seconds, rate, window=200)
         arrivals = merge([s.collect()[0] for s in swarms])
         errors, first_error = sender.errors, sender.first_error
     finally:

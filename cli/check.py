@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from cli.common import seconds
+from cli.common import broker_where, seconds
 from tidings import catalogue
 from tidings.errors import ConfigError
 from tidings.settings import Settings
@@ -144,7 +144,7 @@ def _router_config(cbdir: Path) -> tuple[dict[str, Any] | None, list[str]]:
 def _broker(settings: Settings, timeout: float) -> list[str]:
     from kombu import Connection
 
-    where = Connection(settings.broker_url).as_uri()  # without the password
+    where = broker_where(settings)
     try:
         with Connection(settings.broker_url, connect_timeout=timeout) as conn:
             conn.connect()  # once: systemd tries the whole start again

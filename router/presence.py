@@ -38,11 +38,6 @@ from tidings.settings import Settings
 _COUNTS = ("presence_users", "presence_records")
 
 
-def presence_of(uri: str) -> str | None:
-    """The topic where who is on `uri` is announced, if its family declares one."""
-    return catalogue.presence_of(uri)
-
-
 class Presence(ApplicationSession):  # type: ignore[misc]
     """The router-side presence component; registers `tidings.entity.editors`.
 
@@ -118,7 +113,7 @@ class Presence(ApplicationSession):  # type: ignore[misc]
 
     def _heard(self, topic: str, user: str, state: str) -> None:
         """On the listening thread: any node's announcement, published on this one."""
-        announced = presence_of(topic)
+        announced = catalogue.presence_of(topic)
         if announced is not None:
             reactor.callFromThread(self._announce, announced, user, state)
 
@@ -162,7 +157,7 @@ class Presence(ApplicationSession):  # type: ignore[misc]
         found = await self._subscription(subscription_id)
         if found is None or found[1] != "exact":
             return
-        if presence_of(found[0]) is None:
+        if catalogue.presence_of(found[0]) is None:
             return
         principal = await self.directory.get(session_id)
         if principal is None or principal.is_backend:
@@ -202,7 +197,7 @@ class Presence(ApplicationSession):  # type: ignore[misc]
         if self.shared is not None:
             await self._announce_shared(topic, user, state)  # heard by every node, this one too
             return
-        announced = presence_of(topic)
+        announced = catalogue.presence_of(topic)
         if announced is not None:
             self._announce(announced, user, state)
 
@@ -231,7 +226,7 @@ class Presence(ApplicationSession):  # type: ignore[misc]
     async def here(self, topic: Any = None, details: Any = None) -> list[str]:
         """`tidings.presence.here(topic)`: the user ids now subscribed to a topic whose family
         declares presence (a chat room, a record)."""
-        if not isinstance(topic, str) or presence_of(topic) is None:
+        if not isinstance(topic, str) or catalogue.presence_of(topic) is None:
             raise ApplicationError(INVALID_ARGUMENT, "this topic has no presence (the catalogue)")
         caller = await self.directory.caller(details)
         if not caller.is_backend and not access.may_subscribe(caller.authid, caller.perms, topic):
