@@ -7,8 +7,9 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from autobahn.asyncio.wamp import ApplicationSession
@@ -22,6 +23,28 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 # Seconds a connected transport may take to get a joined session before it is dropped.
 JOIN_TIMEOUT = 30.0
+# Per thread: the connections whose loop is to be woken when `gathered_wakes` ends.
+_gathering = threading.local()
+
+
+@contextmanager
+def gathered_wakes() -> Iterator[None]:
+    """Calls handed to any WampConnection by this thread inside the block wake its loop once,
+    when the block ends: a burst of messages read together costs one wake-up, not one each.
+
+    Keep the block short: other threads' calls to the same loop wait for its end too.
+    """
+    if getattr(_gathering, "due", None) is not None:
+        yield  # nested: the outer block wakes
+        return
+    due: list[WampConnection] = []
+    _gathering.due = due
+    try:
+        yield
+    finally:
+        _gathering.due = None
+        for connection in due:
+            connection._wake()
 
 
 class WampConnection:
@@ -122,7 +145,17 @@ class WampConnection:
             if self._calls_due:
                 return
             self._calls_due = True
-        self._loop.call_soon_threadsafe(self._run_calls)
+        due = getattr(_gathering, "due", None)
+        if due is not None:
+            due.append(self)  # woken once, when this thread's burst ends
+            return
+        self._wake()
+
+    def _wake(self) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._run_calls)
+        except RuntimeError:
+            log.debug("the WAMP loop is closed; the calls are dropped")
 
     def _run_calls(self) -> None:
         with self._calls_lock:

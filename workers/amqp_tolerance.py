@@ -17,9 +17,18 @@ from typing import Any
 
 import amqp.serialization
 
+# Whether this process ever made an undecodable value: until then no message can
+# hold one, and `unreadable` need not walk each message's headers (its hot path).
+_made_any = False
+
 
 class UndecodableTimestamp(int):
     """A header timestamp (seconds since 1970) that no `datetime` can hold."""
+
+    def __new__(cls, value: int) -> UndecodableTimestamp:
+        global _made_any
+        _made_any = True
+        return super().__new__(cls, value)
 
     def replace(self, **_: Any) -> UndecodableTimestamp:
         return self  # py-amqp calls .replace(tzinfo=None) on what it decoded
@@ -27,6 +36,11 @@ class UndecodableTimestamp(int):
 
 class UndecodableText(str):
     """Bytes that are not UTF-8, decoded with replacement characters."""
+
+    def __new__(cls, value: str) -> UndecodableText:
+        global _made_any
+        _made_any = True
+        return super().__new__(cls, value)
 
 
 def _text(data: bytes | str) -> str:
@@ -102,6 +116,8 @@ def encodable(headers: dict[str, Any]) -> dict[str, Any]:
 
 def unreadable(message: Any) -> str | None:
     """Why a delivered message cannot be taken as it is (see `undecodable`), or None."""
+    if not _made_any:
+        return None
     properties = {
         **(message.properties or {}),
         "content_type": message.content_type,

@@ -7,6 +7,7 @@ first needs its configuration.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from celery import Celery
 from celery.signals import worker_init, worker_process_init
@@ -19,10 +20,15 @@ from workers.queues import task_queue
 from workers.raw_consumer import RawEventConsumer
 from workers.runtime import settings
 
+BUFFERED = "workers.amqp_transport:Transport"
+
 
 def celery_config() -> dict[str, Any]:
+    broker_url = settings().broker_url
     return {
-        "broker_url": settings().broker_url,
+        "broker_url": broker_url,
+        # Reads a burst of messages per turn, buffered (plain TCP; TLS keeps kombu's).
+        "broker_transport": BUFFERED if urlsplit(broker_url).scheme in ("amqp", "pyamqp") else None,
         "broker_connection_retry_on_startup": True,
         # JSON only: a pickle payload from the network would be code execution.
         "task_serializer": "json",
