@@ -15,10 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import amqp
 from autobahn.wamp.types import PublishOptions
 from celery import Celery
-from kombu import Connection
 
+from bench.wire import Wire
 from publisher.connection import WampConnection
 from publisher.credentials import Credentials
 from tidings import tickets
@@ -31,6 +32,9 @@ def payload(n: int) -> dict[str, Any]:
 
 class Sender(Protocol):
     def send(self, n: int) -> None: ...
+
+    def flush(self) -> None:
+        """Let what `send` queued go out (the drive calls it after each batch)."""
 
     def close(self) -> None: ...
 
@@ -47,8 +51,8 @@ class TaskSender:
     def __init__(self, broker_url: str, task: str, topic: str) -> None:
         self.task = task
         self.topic = topic
-        self._connection = Connection(broker_url)
-        self._channel = self._connection.default_channel
+        self._wire = Wire(broker_url)
+        self._channel = self._wire.channel
         app = Celery("bench-producer", broker=broker_url, set_as_current=False)
         template = app.amqp.as_task_v2("0", task, args=[topic, {}])
         self._headers = dict(template.headers)
@@ -66,10 +70,13 @@ class TaskSender:
             headers,
             {"delivery_mode": 2, "correlation_id": task_id, "reply_to": ""},
         )
-        self._channel.basic_publish(message, exchange=TASK_QUEUE, routing_key=TASK_QUEUE)
+        self._wire.publish(message, TASK_QUEUE, TASK_QUEUE)
+
+    def flush(self) -> None:
+        self._wire.flush()
 
     def close(self) -> None:
-        self._connection.release()
+        self._wire.close()
 
 
 class RawSender:
@@ -78,8 +85,13 @@ class RawSender:
     def __init__(self, broker_url: str, topic: str, prefix: str = "bench") -> None:
         self.topic = topic
         self.prefix = prefix  # of the event ids: `<prefix>-<n>`
-        self._connection = Connection(broker_url)
-        self._channel = self._connection.default_channel
+        self._wire = Wire(broker_url)
+        # Every message has the same properties: encoded once.
+        template = self._wire.channel.prepare_message(
+            b"", 0, "application/json", "utf-8", {}, {"delivery_mode": 2}
+        )
+        self._properties = template.properties
+        self._encoded = template._serialize_properties()
 
     def send(self, n: int) -> None:
         body = json.dumps(
@@ -90,13 +102,26 @@ class RawSender:
                 "payload": payload(n),
             }
         )
-        message = self._channel.prepare_message(
-            body, 0, "application/json", "utf-8", {}, {"delivery_mode": 2}
+        self._wire.publish(
+            _Encoded(body.encode(), self._properties, self._encoded), EVENTS_EXCHANGE, "publish"
         )
-        self._channel.basic_publish(message, exchange=EVENTS_EXCHANGE, routing_key="publish")
+
+    def flush(self) -> None:
+        self._wire.flush()
 
     def close(self) -> None:
-        self._connection.release()
+        self._wire.close()
+
+
+class _Encoded(amqp.Message):  # type: ignore[misc]
+    """A message whose properties were encoded before (they are the same for every event)."""
+
+    def __init__(self, body: bytes, properties: dict[str, Any], encoded: bytes) -> None:
+        super().__init__(body, **properties)
+        self._encoded = encoded
+
+    def _serialize_properties(self) -> bytes:
+        return self._encoded
 
 
 class DirectSender:
@@ -145,6 +170,9 @@ class DirectSender:
     def _on_ack(self, future: Any) -> None:
         if future.exception() is not None:
             self.errors += 1
+
+    def flush(self) -> None:
+        pass  # each send is handed over at once
 
     def close(self) -> None:
         self.connection.close()
@@ -196,6 +224,9 @@ class ChatSender:
         else:
             self.answered += 1
 
+    def flush(self) -> None:
+        pass  # each send is handed over at once
+
     def close(self) -> None:
         for connection in self.connections:
             connection.close()
@@ -242,6 +273,7 @@ def drive(
             while n < due:
                 sender.send(n)
                 n += 1
+            sender.flush()
             # Sleep to the next event's due time; the scheduler's jitter is part of real life.
             time.sleep(max(0.0, began + n / rate - time.monotonic()))
             continue
@@ -252,6 +284,7 @@ def drive(
         for _ in range(min(room, 64)):
             sender.send(n)
             n += 1
+        sender.flush()
     samples.append((time.time(), delivered()))
     tick(1.0)
     return Driven(n, started, time.time(), samples)

@@ -310,6 +310,7 @@ class _Stream:
                 while self.sent < due:
                     self.sender.send(self.sent)
                     self.sent += 1
+                self.sender.flush()
                 self._stop.wait(max(0.0, began + self.sent / self.rate - time.monotonic()))
         except BaseException as exc:  # reported by stop(), in the bench's thread
             self.error = exc

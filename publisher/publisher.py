@@ -91,7 +91,7 @@ class Publisher:
         Cancelling the future before the publish went out keeps it from going out.
         """
         catalogue.require(topic)
-        publish_options = _publish_options(**options)
+        publish_options = _publish_options(**options) if options else _PLAIN
         future = Acked()
         self.connection.call_soon(self._start, topic, payload, publish_options, future)
         return future
@@ -107,7 +107,7 @@ class Publisher:
             self._publish_later(topic, payload, options, future)
             return
         try:
-            details = options.message_attr()
+            details = _PLAIN_DETAILS if options is _PLAIN else options.message_attr()
             done = partial(self._replied, topic, payload, options, future)
             if session.publish_quick(topic, payload, details, done):
                 return
@@ -226,6 +226,10 @@ def _publish_options(
         retain=bool(retain) or None,
     )
 
+
+# Most publishes have no options: one object (and its wire form) serves them all.
+_PLAIN = _publish_options()
+_PLAIN_DETAILS = _PLAIN.message_attr()
 
 _instance: Publisher | None = None
 _instance_pid: int | None = None

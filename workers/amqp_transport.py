@@ -109,6 +109,8 @@ class BufferedTCPTransport(TCPTransport):  # type: ignore[misc]
 class Connection(pyamqp.Connection):  # type: ignore[misc]
     """A py-amqp connection over BufferedTCPTransport (TLS keeps py-amqp's own transport)."""
 
+    buffered: type[BufferedTCPTransport] = BufferedTCPTransport
+
     def Transport(
         self,
         host: str,
@@ -124,7 +126,7 @@ class Connection(pyamqp.Connection):  # type: ignore[misc]
         )
         if ssl:
             return super().Transport(host, connect_timeout, ssl, **timeouts, **kwargs)
-        return BufferedTCPTransport(host, connect_timeout=connect_timeout, **timeouts, **kwargs)
+        return self.buffered(host, connect_timeout=connect_timeout, **timeouts, **kwargs)
 
     def blocking_read(self, timeout: float | None = None) -> Any:
         transport = self.transport
