@@ -1,4 +1,4 @@
-"""The bench's producers write batches: every event arrives, whole and in order, and closing ends."""
+"""The bench's producers write batches: every event arrives whole and in order; closing ends."""
 
 from __future__ import annotations
 
