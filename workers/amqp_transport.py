@@ -7,7 +7,8 @@ system calls per message, and a wake-up of the Publisher's thread for each.
 This transport reads what the socket holds in one `recv`, parses the frames
 out of that buffer, takes up to `BURST` messages per turn, and hands their
 publishes to the Publisher's loop with one wake-up (publisher.connection
-`gathered_wakes`). The frames and what they mean are py-amqp's, unchanged.
+`gathered_wakes`). A delivery whose frames are all in the buffer is decoded
+in one step (workers.amqp_delivery); what the frames mean is py-amqp's, unchanged.
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
+from amqp import spec
 from amqp.exceptions import RecoverableConnectionError, UnexpectedFrame
 from amqp.transport import TCPTransport
 from kombu.transport import pyamqp
 
 from publisher.connection import gathered_wakes
+from workers import amqp_delivery
+from workers.amqp_delivery import Located, locate
 
 # Messages read per turn of the consumer's loop: enough to batch a busy queue,
 # few enough that timers and heartbeats wait a few milliseconds at most.
@@ -70,11 +74,25 @@ class BufferedTCPTransport(TCPTransport):  # type: ignore[misc]
 
     def read_frame(self, unpack: Any = None) -> Frame:
         """The next frame, reading the socket (with its current timeout) until it is whole."""
-        while True:
-            frame = self.buffered_frame()
-            if frame is not None:
-                return frame
+        self.fill()
+        return self.buffered_frame()  # type: ignore[return-value]
+
+    def fill(self) -> None:
+        """Read the socket (with its current timeout) until a whole frame is buffered."""
+        while not self.has_frame():
             self._receive()
+
+    def buffered_delivery(self) -> Located | None:
+        """Where the next delivery lies in the buffer if all its frames are whole there
+        (workers.amqp_delivery), or None; nothing is taken off the buffer."""
+        return locate(self._buffer, self._offset)
+
+    def take(self, end: int) -> bytes:
+        """Take what the buffer holds up to `end` (a position `buffered_delivery` gave);
+        the buffer they lie in."""
+        buffer = self._buffer
+        self._offset = end
+        return buffer
 
     def _receive(self) -> None:
         buffer = self._buffer[self._offset :]
@@ -128,17 +146,50 @@ class Connection(pyamqp.Connection):  # type: ignore[misc]
             return super().Transport(host, connect_timeout, ssl, **timeouts, **kwargs)
         return self.buffered(host, connect_timeout=connect_timeout, **timeouts, **kwargs)
 
+    def connect(self, callback: Any = None) -> Any:
+        # Channels whose delivery py-amqp's frame reader holds partly (see _read_frame).
+        self._partial: set[int] = set()
+        return super().connect(callback)
+
     def blocking_read(self, timeout: float | None = None) -> Any:
         transport = self.transport
-        frame = None
-        if isinstance(transport, BufferedTCPTransport):
+        if not isinstance(transport, BufferedTCPTransport):
+            return super().blocking_read(timeout)
+        if not transport.has_frame():
             # A frame already read needs neither the socket nor its timeout
             # switched back and forth (two system calls per frame in py-amqp).
-            frame = transport.buffered_frame()
-        if frame is None:
             with transport.having_timeout(timeout):
-                frame = transport.read_frame()
-        return self.on_inbound_frame(frame)
+                transport.fill()
+        located = transport.buffered_delivery()
+        if located is not None and self._deliver(transport, located):
+            return True
+        return self._read_frame(transport.read_frame())
+
+    def _deliver(self, transport: BufferedTCPTransport, located: Located) -> bool:
+        """Hand a delivery whose frames are all buffered to its channel at once; False if
+        py-amqp must take it frame by frame (its reader is midway through another on
+        that channel, the channel is closing, or a reply to a Deliver is awaited)."""
+        channel_id = located[0]
+        if self._partial and channel_id in self._partial:
+            return False
+        channels = self.channels
+        if channels is None:
+            raise RecoverableConnectionError("Connection already closed")
+        channel = channels[channel_id]
+        if channel.is_closing or spec.Basic.Deliver in channel._pending:
+            return False
+        buffer = transport.take(located[-1])
+        self.bytes_recv += 3  # one per frame, as py-amqp counts them for heartbeats
+        amqp_delivery.deliver(channel, buffer, located)
+        return True
+
+    def _read_frame(self, frame: Frame) -> Any:
+        done = self.on_inbound_frame(frame)
+        if done:
+            self._partial.discard(frame[1])
+        elif frame[0] == amqp_delivery.METHOD:
+            self._partial.add(frame[1])  # a message's method frame: its content follows
+        return done
 
 
 class Transport(pyamqp.Transport):  # type: ignore[misc]

@@ -1,0 +1,121 @@
+"""A delivered message decoded in one step: its Basic.Deliver, header and body frames at once.
+
+py-amqp takes the three frames one by one: a `Message` built up part by part,
+a generic argument decoder driven by a format string, a dispatch through
+dictionaries and a `KeyError` raised and caught per message (the lookup of a
+pending reply). When all three frames of a delivery are already in the
+transport's buffer, as they are for nearly every message of a busy queue,
+`locate` finds them and `deliver` decodes them with the same functions and
+rules as py-amqp, then calls py-amqp's own deliver handler, so the consumer
+callback sees what it would have seen.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+from typing import Any
+
+import amqp.serialization
+from amqp import spec
+
+FRAME_END = 0xCE
+METHOD, HEADER, BODY = 1, 2, 3
+_DELIVER = struct.pack(">HH", *spec.Basic.Deliver)
+_frame_header = struct.Struct(">BHI").unpack_from
+_content_header = struct.Struct(">HxxQ").unpack_from
+_tag_and_flag = struct.Struct(">QB").unpack_from
+
+
+class Delivery:
+    """What kombu and Celery read of py-amqp's `Message` for a delivered message."""
+
+    __slots__ = ("body", "channel", "delivery_info", "properties")
+
+    def __init__(self, body: bytes | str, properties: dict[str, Any]) -> None:
+        self.body = body
+        self.properties = properties
+        self.channel: Any = None
+        self.delivery_info: dict[str, Any] = {}
+
+    @property
+    def delivery_tag(self) -> Any:
+        return self.delivery_info.get("delivery_tag")
+
+    @property
+    def headers(self) -> Any:
+        return self.properties.get("application_headers")
+
+    def __getattr__(self, name: str) -> Any:
+        # py-amqp's Message answers for its properties as attributes, too.
+        if name != "properties" and name in self.properties:
+            return self.properties[name]
+        raise AttributeError(name)
+
+
+# Where the frames of one delivery lie in a buffer: its channel, where the
+# Deliver's arguments start, where the header's property flags start, where
+# the body starts and ends, and where the next frame starts.
+Located = tuple[int, int, int, int, int, int]
+
+
+def locate(buffer: bytes, offset: int) -> Located | None:
+    """The delivery whose three frames are whole in `buffer` from `offset`, or None.
+
+    None as well for anything py-amqp must see frame by frame: another method,
+    a body in several frames or none, a frame without its end octet (py-amqp
+    then raises, as it should).
+    """
+    size = len(buffer)
+    if size - offset < 11 or buffer[offset] != METHOD:
+        return None
+    if buffer[offset + 7 : offset + 11] != _DELIVER:
+        return None
+    _, channel, length = _frame_header(buffer, offset)
+    header = offset + 8 + length
+    if size < header + 7 or buffer[header - 1] != FRAME_END:
+        return None
+    kind, header_channel, length = _frame_header(buffer, header)
+    body = header + 8 + length
+    if kind != HEADER or header_channel != channel or length < 12 or size < body + 7:
+        return None
+    if buffer[body - 1] != FRAME_END:
+        return None
+    class_id, body_size = _content_header(buffer, header + 7)
+    kind, body_channel, length = _frame_header(buffer, body)
+    end = body + 7 + length
+    if kind != BODY or body_channel != channel or class_id != spec.Basic.CLASS_ID:
+        return None
+    if length != body_size or length == 0 or size <= end or buffer[end] != FRAME_END:
+        return None
+    return channel, offset + 11, header + 19, body + 7, end, end + 1
+
+
+def _short_text(buffer: bytes, offset: int) -> tuple[str, int]:
+    length = buffer[offset]
+    end = offset + 1 + length
+    return buffer[offset + 1 : end].decode("utf-8", "surrogatepass"), end
+
+
+def deliver(channel: Any, buffer: bytes, located: Located) -> None:
+    """Decode the located delivery and hand it to `channel` as py-amqp would."""
+    _, arguments, flags, body_start, body_end, _ = located
+    consumer_tag, offset = _short_text(buffer, arguments)
+    delivery_tag, redelivered = _tag_and_flag(buffer, offset)
+    exchange, offset = _short_text(buffer, offset + 9)
+    routing_key, _ = _short_text(buffer, offset)
+    # Looked up at each call: workers.amqp_tolerance replaces what it decodes with.
+    properties, _ = amqp.serialization.decode_properties_basic(buffer, flags)
+    body: bytes | str = buffer[body_start:body_end]
+    encoding = properties.get("content_encoding")
+    if encoding is not None and channel.auto_decode:
+        with contextlib.suppress(Exception):  # as py-amqp: the body stays bytes
+            body = body.decode(encoding)  # type: ignore[union-attr]
+    channel._on_basic_deliver(
+        consumer_tag,
+        delivery_tag,
+        bool(redelivered & 1),
+        exchange,
+        routing_key,
+        Delivery(body, properties),
+    )
