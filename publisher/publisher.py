@@ -90,7 +90,7 @@ class Publisher:
 
         Cancelling the future before the publish went out keeps it from going out.
         """
-        catalogue.require(topic)
+        catalogue.family(topic)
         publish_options = _publish_options(**options) if options else _PLAIN
         future = Acked()
         self.connection.call_soon(self._start, topic, payload, publish_options, future)

@@ -297,9 +297,20 @@ def _by_specificity(catalogue: Catalogue) -> tuple[Topic, ...]:
 
 def require(uri: str) -> tuple[Topic, dict[str, str]]:
     """Like `lookup`, but an unknown topic is an error."""
+    topic, parts = _require(uri)
+    return topic, dict(parts)
+
+
+def family(uri: str) -> Topic:
+    """The family of a topic in the catalogue (UnknownTopic if none), without its parts:
+    what a publish needs, once per event."""
+    return _require(uri)[0]
+
+
+def _require(uri: str) -> tuple[Topic, tuple[tuple[str, str], ...]]:
     if not isinstance(uri, str):
         raise UnknownTopic(f"topic must be a string, not {type(uri).__name__}")
-    found = lookup(uri)
+    found = _lookup(uri)
     if found is None:
         raise UnknownTopic(f"topic {uri!r} is not in the catalogue ({current().source})")
     return found

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
 from tidings import catalogue, events
@@ -17,6 +20,24 @@ def test_at_is_kept_in_utc_so_that_it_compares_as_a_time_and_as_text():
     # Without an offset it is taken as UTC; none at all is now.
     assert events.maintenance(True, at="2026-11-28T10:00:00").payload["at"].endswith(":00.000Z")
     assert events.maintenance(True).payload["at"].endswith("Z")
+
+
+def test_now_is_written_as_a_given_timestamp_is_and_tells_the_time():
+    before = datetime.now(UTC) - timedelta(milliseconds=1)
+    stamped = events.now_iso()
+    after = datetime.now(UTC)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", stamped)
+    assert events._timestamp(stamped) == stamped
+    assert before <= datetime.fromisoformat(stamped.replace("Z", "+00:00")) <= after
+
+
+def test_the_size_limit_counts_bytes_not_characters():
+    limit = events.MAX_EVENT_BYTES
+    events.publish("tidings.user.1", {"t": "a" * (limit - 100)})
+    with pytest.raises(InvalidEvent, match="bytes; the limit"):
+        events.publish("tidings.user.1", {"t": "é" * (limit // 2)})  # 2 bytes each
+    with pytest.raises(InvalidEvent, match="not valid Unicode"):
+        events.publish("tidings.user.1", {"t": "\ud800"})  # a lone surrogate
 
 
 def test_every_publish_carries_event_id_and_at():
