@@ -1,4 +1,5 @@
-"""Which task messages the consumer publishes itself and which go through Celery's pool."""
+"""Which task messages the consumer publishes itself and which go through Celery's pool;
+how it decodes their bodies."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from typing import Any
 
 import pytest
 from celery import signals
+from kombu.exceptions import ContentDisallowed, DecodeError
+from kombu.message import Message
 
-from workers.inline import Gate
+from workers.inline import Gate, payload
 
 TASK = SimpleNamespace(name="tidings.publish", send_events=True)
 PLAIN = ([["tidings.user.1", {"text": "hi"}], {}, None], {"id": "t1"})
@@ -87,3 +90,39 @@ def test_a_receiver_of_task_signals_gets_the_real_thing():
     finally:
         signals.task_prerun.disconnect(watcher)
     assert not gate.needs_celery(*reversed(PLAIN))
+
+
+def _message(body: Any, content_type: str = "application/json", accept: Any = None) -> Message:
+    message = Message(body=body, content_type=content_type, content_encoding="utf-8")
+    message.accept = accept
+    return message
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '[["tidings.user.1", {"text": "é"}], {}, {"chain": null}]',
+        '{"__type__": "datetime", "__value__": "2026-12-03T10:00:00"}',  # kombu's own types
+        '{"__type__": "uuid", "__value__": {"hex": "6c1f0c8a5d3e4b8e9a573f1f5b2a9e10"}}',
+        "",
+    ],
+)
+def test_a_task_body_decodes_as_kombu_decodes_it(body: str) -> None:
+    assert payload(_message(body)) == _message(body).payload
+    assert type(payload(_message(body))) is type(_message(body).payload)
+
+
+@pytest.mark.parametrize(
+    ("message", "error"),
+    [
+        (_message("[1, 2"), DecodeError),
+        (_message('{"__type__": "nothing", "__value__": 1}'), DecodeError),
+        (_message("[1]", accept={"application/x-yaml"}), ContentDisallowed),
+        (_message("1", content_type="application/x-python-serialize"), ContentDisallowed),
+    ],
+)
+def test_a_task_body_kombu_refuses_is_refused_with_kombus_error(
+    message: Message, error: type
+) -> None:
+    with pytest.raises(error):
+        payload(message)
