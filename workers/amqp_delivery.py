@@ -16,8 +16,9 @@ import contextlib
 import struct
 from typing import Any
 
-import amqp.serialization
 from amqp import spec
+
+from workers.amqp_properties import decode_properties_basic
 
 FRAME_END = 0xCE
 METHOD, HEADER, BODY = 1, 2, 3
@@ -104,8 +105,7 @@ def deliver(channel: Any, buffer: bytes, located: Located) -> None:
     delivery_tag, redelivered = _tag_and_flag(buffer, offset)
     exchange, offset = _short_text(buffer, offset + 9)
     routing_key, _ = _short_text(buffer, offset)
-    # Looked up at each call: workers.amqp_tolerance replaces what it decodes with.
-    properties, _ = amqp.serialization.decode_properties_basic(buffer, flags)
+    properties, _ = decode_properties_basic(buffer, flags)
     body: bytes | str = buffer[body_start:body_end]
     encoding = properties.get("content_encoding")
     if encoding is not None and channel.auto_decode:
