@@ -281,6 +281,45 @@ _ENCODER = json.JSONEncoder(
 
 
 def _check_size(payload: dict[str, Any]) -> None:
+    if not _plainly_small(payload):
+        _check_encoded(payload)
+
+
+# Above this many entries a payload is encoded to be checked, however plain.
+_PLAIN_ENTRIES = 64
+# The most bytes JSON takes for a character (\u00XX), and for an entry besides
+# its text: quotes, colon, comma, a number's 24 characters at most.
+_CHAR_BYTES, _ENTRY_BYTES = 6, 32
+
+
+def _plainly_small(payload: dict[str, Any]) -> bool:
+    """Whether the payload is flat, of ASCII text, integers of fewer than 19 digits, finite
+    floats, booleans and nulls, and too short to reach the limit however it is written:
+    then it is sendable as it is, and encoding it to find out would cost more."""
+    if len(payload) > _PLAIN_ENTRIES:
+        return False
+    characters = 0
+    for key, value in payload.items():
+        if type(key) is not str or not key.isascii():
+            return False
+        kind = type(value)
+        if kind is str:
+            if not value.isascii():
+                return False
+            characters += len(value)
+        elif kind is int:
+            if not -(10**18) < value < 10**18:
+                return False
+        elif kind is float:
+            if not math.isfinite(value):
+                return False
+        elif value is not None and kind is not bool:
+            return False
+        characters += len(key)
+    return _CHAR_BYTES * characters + _ENTRY_BYTES * len(payload) + 2 <= MAX_EVENT_BYTES
+
+
+def _check_encoded(payload: dict[str, Any]) -> None:
     try:
         text = _ENCODER.encode(payload)
         # ASCII text (most events) is its own UTF-8; the rest is encoded, which also

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+import random
 import re
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -78,3 +81,53 @@ def test_a_topic_matches_whole_or_not_at_all(uri):
     assert catalogue.lookup(uri) is None
     with pytest.raises(InvalidEvent, match="not in the catalogue"):
         events.publish(uri, {})
+
+
+def _flat_value(rng: random.Random) -> Any:
+    return rng.choice(
+        [
+            "text",
+            "\x01" * rng.randint(0, 12_000),  # six bytes each in JSON
+            "é",
+            "\ud800",
+            rng.randint(-(10**18) + 1, 10**18 - 1),
+            rng.choice([10**18, -(10**18), 2**64]),
+            rng.uniform(-1e300, 1e300),
+            rng.choice([math.nan, math.inf, -math.inf]),
+            rng.random() < 0.5,
+            None,
+            [1],
+            {"a": 1},
+        ]
+    )
+
+
+def test_a_payload_passed_without_encoding_would_pass_encoded():
+    rng = random.Random(14)
+    passed = 0
+    for _ in range(3000):
+        payload = {
+            rng.choice(["k", "ключ", "x" * 300]): _flat_value(rng) for _ in range(rng.randint(1, 4))
+        }
+        if rng.random() < 0.1:
+            payload[1] = "an integer key"  # type: ignore[index]
+        if events._plainly_small(payload):
+            passed += 1
+            events._check_encoded(payload)  # raises if the shortcut let a bad one through
+    assert passed > 300
+    assert events._plainly_small({"t": "\x01" * 10_233})
+    events._check_encoded({"t": "\x01" * 10_233})
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (math.nan, "NaN"),
+        (2**64, "64 bits"),
+        ("\ud800", "not valid Unicode"),
+        ("\x01" * 10_300, "bytes; the limit"),
+    ],
+)
+def test_a_plain_looking_payload_is_still_refused_for_what_it_holds(value: Any, reason: str):
+    with pytest.raises(InvalidEvent, match=reason):
+        events.publish("tidings.user.1", {"v": value})
