@@ -4,9 +4,9 @@ A Celery task carries a header table of some twenty entries, which py-amqp
 reads with a generic decoder driven by a format string and a chain of tests
 per value: a fifth of a worker's CPU per task. This reads the same bytes into
 the same values, looking up text, void, booleans, 32-bit integers, tables and
-arrays directly; every other kind of value goes to py-amqp's own reader, and
-all text is decoded by py-amqp's `pstr_t` (which workers.amqp_tolerance may
-replace, so it is looked up at each call).
+arrays directly; every other kind of value goes to py-amqp's own reader. Text
+that is not valid UTF-8 is decoded by py-amqp's `pstr_t` (which
+workers.amqp_tolerance may replace, so it is looked up at each call).
 """
 
 from __future__ import annotations
@@ -72,12 +72,31 @@ def decode_properties_basic(buf: bytes, offset: int) -> tuple[dict[str, Any], in
 
 
 def _table(buf: bytes, offset: int, end: int, text: Text) -> tuple[dict[Any, Any], int]:
+    # Text and void, most of a Celery task's headers, are read here, not by `_item`.
     table: dict[Any, Any] = {}
     while offset < end:
         start = offset + 1
         offset = start + buf[offset]
-        key = _text(buf[start:offset], text)
-        table[key], offset = _item(buf, offset, text)
+        raw = buf[start:offset]
+        try:
+            key: Any = raw.decode()
+        except UnicodeDecodeError:
+            key = _text(raw, text)
+        kind = buf[offset]
+        if kind == _TEXT:
+            (length,) = _u32(buf, offset + 1)
+            start = offset + 5
+            offset = start + length
+            raw = buf[start:offset]
+            try:
+                table[key] = raw.decode()
+            except UnicodeDecodeError:
+                table[key] = _text(raw, text)
+        elif kind == _VOID:
+            table[key] = None
+            offset += 1
+        else:
+            table[key], offset = _item(buf, offset, text)
     return table, offset
 
 
@@ -107,6 +126,12 @@ def _item(buf: bytes, offset: int, text: Text) -> tuple[Any, int]:
 
 
 def _text(raw: bytes, text: Text) -> Any:
+    # Valid UTF-8 (nearly all text) is decoded directly: py-amqp's `pstr_t`, and the
+    # tolerant one, would decode it just so. The rest is theirs to decode.
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        pass
     try:
         return text(raw)
     except UnicodeDecodeError:

@@ -108,14 +108,15 @@ def test_what_py_amqp_cannot_decode_is_decoded_alike_tolerated_or_not(
     monkeypatch.setattr(amqp.serialization, "pstr_t", amqp.serialization.pstr_t)
     monkeypatch.setattr(amqp.serialization, "datetime", amqp.serialization.datetime)
     bad_text = b"\x03k\xffy" + b"S" + struct.pack(">I", 2) + b"\xfe\xfd"
+    surrogate = b"\x03\xed\xa0\x80" + b"S" + struct.pack(">I", 3) + b"\xed\xa0\x80"  # '\ud800'
     far_time = b"\x01t" + b"T" + struct.pack(">Q", 400_000_000_000)
     rabbit_int = b"\x01s" + b"s" + struct.pack(">h", -5)  # RabbitMQ's 16-bit letter
     nested = b"\x01a" + b"A" + struct.pack(">I", 6) + b"V" + b"I" + struct.pack(">i", -7)
     monkeypatch.setattr(amqp.serialization, "pstr_t", amqp.utils.bytes_to_str)
-    for table in (_table(bad_text), _table(rabbit_int, nested)):
+    for table in (_table(bad_text), _table(rabbit_int, nested, surrogate)):
         _both(table)  # py-amqp keeps undecodable text as bytes
     amqp_tolerance.install()
-    for table in (_table(bad_text), _table(far_time), _table(rabbit_int, nested, far_time)):
+    for table in (_table(bad_text, surrogate), _table(rabbit_int, nested, far_time)):
         _both(table)
     headers = decode_properties_basic(_table(bad_text, far_time), 0)[0]["application_headers"]
     assert amqp_tolerance.undecodable(headers)
