@@ -45,6 +45,20 @@ ACK, DEAD_LETTER, HAND_BACK = "ack", "dead-letter", "hand back"
 SAFETY_FLUSH = 1.0
 
 
+class _Process:
+    """This process's id, kept current across forks: asked for once per message."""
+
+    pid = os.getpid()
+
+    @classmethod
+    def forked(cls) -> None:
+        cls.pid = os.getpid()
+
+
+_process = _Process
+os.register_at_fork(after_in_child=_process.forked)
+
+
 class Completes(Protocol):
     """What a publish's future offers the ledger (publisher.acked.Acked)."""
 
@@ -146,13 +160,13 @@ class Ledger:
         if hub is not self._hub:
             hub.call_repeatedly(SAFETY_FLUSH, self.flush)
         self._hub = hub
-        self._pid = os.getpid()
+        self._pid = _process.pid
         self.restart()
 
     def ready(self) -> bool:
         """Whether messages can be settled here: only in the consumer's process (a prefork
         child cannot reach the parent's channel) once its loop is known."""
-        return self._hub is not None and os.getpid() == self._pid
+        return self._hub is not None and _process.pid == self._pid
 
     def restart(self) -> None:
         """After a consumer restart: forget channels that closed (RabbitMQ hands their

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -261,3 +262,21 @@ def test_verdict_by_class_not_by_message():
         "dead-letter",
         "redelivered 5 times; last: PublishTimeout: slow",
     )
+
+
+def test_a_forked_child_cannot_settle_its_parents_messages(parts) -> None:
+    # A prefork child cannot reach the parent's channel: it must leave settling
+    # to the parent (Celery's own path), though it inherits the ledger.
+    ledger, *_ = parts
+    assert ledger.ready()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report, and leave without running anything of pytest's
+        os.write(write, b"1" if ledger.ready() else b"0")
+        os._exit(0)
+    os.close(write)
+    answer = os.read(read, 1)
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert answer == b"0"
+    assert ledger.ready()
