@@ -62,7 +62,8 @@ def celery_config() -> dict[str, Any]:
 # A header py-amqp cannot decode costs its message, not the connection.
 amqp_tolerance.install()
 
-app = Celery("tidings", include=["workers.tasks"])
+# Every other task's message takes its place in the ledger's line too (workers.inline).
+app = Celery("tidings", include=["workers.tasks"], task_cls="workers.inline:InLineTask")
 # A promise: evaluated when Celery first reads its configuration, not now.
 app.add_defaults(celery_config)
 

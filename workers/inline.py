@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 import kombu.utils.json
-from celery import signals
+from celery import Task, signals
 from celery.worker.strategy import default
 from kombu.message import Message
 
@@ -98,9 +98,8 @@ def strategy(task: Any, app: Any, consumer: Any, **kwargs: Any) -> Callable[...,
             return
         if not task_id or callbacks or gate.needs_celery(headers, decoded):
             # Celery's path settles it; the ledger keeps its place in line.
-            ledger.foreign(message, TASK_QUEUE, task_id)
-            told_ack, told_reject = _telling(ledger, message)
-            celery_way(message, body, told_ack, told_reject, callbacks, **kw)
+            celery = (message, body, ack, reject, callbacks)
+            _through_celery(ledger, celery_way, task_id, *celery, **kw)
             return
         args, task_kwargs, _ = decoded  # needs_celery() checked its shape
         call = TaskCall(task.name, task_id, args, task_kwargs)
@@ -139,6 +138,53 @@ def payload(message: Message) -> Any:
         with contextlib.suppress(Exception):
             return _decode_json(body)
     return message.payload
+
+
+class InLineTask(Task):  # type: ignore[misc]
+    """The base of the app's other tasks (`celery_app`): Celery runs them, and their
+    messages take their places in the ledger's line (`in_line`)."""
+
+    Strategy = "workers.inline:in_line"
+
+
+def in_line(task: Any, app: Any, consumer: Any, **kwargs: Any) -> Callable[..., None]:
+    """Celery's strategy hook for a task that is not a PublishingTask.
+
+    Celery runs and settles it as usual. Its message takes its place in the
+    ledger's line all the same: one the ledger never saw would be a gap in the
+    delivery tags, after which it acks every later message on that channel one
+    by one (a `multiple` ack could cover the unseen one), for good.
+    """
+    celery_way = default(task, app, consumer, **kwargs)
+    ledger = open_ledger(consumer.hub)
+
+    def handle(
+        message: Message, body: Any, ack: Any, reject: Any, callbacks: Any, **kw: Any
+    ) -> None:
+        if not ledger.ready():
+            celery_way(message, body, ack, reject, callbacks, **kw)
+            return
+        # No task id: such a task never publishes through the ledger (`adopt`).
+        _through_celery(ledger, celery_way, None, message, body, ack, reject, callbacks, **kw)
+
+    return handle
+
+
+def _through_celery(
+    ledger: Ledger,
+    celery_way: Callable[..., None],
+    task_id: str | None,
+    message: Message,
+    body: Any,
+    ack: Any,
+    reject: Any,
+    callbacks: Any,
+    **kw: Any,
+) -> None:
+    """Hand the message to Celery's own path, its place in the ledger's line kept."""
+    ledger.foreign(message, TASK_QUEUE, task_id)
+    told_ack, told_reject = _telling(ledger, message)
+    celery_way(message, body, told_ack, told_reject, callbacks, **kw)
 
 
 def _telling(ledger: Ledger, message: Message) -> tuple[Callable[..., None], Callable[..., None]]:
