@@ -27,8 +27,11 @@ from workers.runtime import ledger, open_ledger, settings, sink
 
 log = logging.getLogger(__name__)
 
-# Unacked raw events in flight at once; bounds memory while the router is down.
-PREFETCH = 512
+# Unacked raw events in flight at once. It bounds memory while the router is
+# down (at most 1,024 x 60 KiB), and must cover the time from delivery to ack
+# (a router round trip, then a flush) at full rate: 512 held (a') at 4,950
+# events/s on two cores, 1,024 let it reach 5,400 (make bench).
+PREFETCH = 1024
 
 
 class RawEventConsumer(bootsteps.ConsumerStep):  # type: ignore[misc]
