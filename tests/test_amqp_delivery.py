@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 import amqp
+import amqp.serialization
 import pytest
 from kombu import Connection, Consumer, Queue
 
@@ -166,3 +167,27 @@ def test_a_whole_delivery_is_located_and_decoded() -> None:
 )
 def test_what_py_amqp_must_see_frame_by_frame_is_not_located(frames: bytes) -> None:
     assert locate(frames, 0) is None
+
+
+def test_a_header_table_longer_than_its_frame_is_an_error_not_a_read_of_the_body() -> None:
+    method = struct.pack(">HH", 60, 60) + b"\x03tag" + struct.pack(">QB", 5, 0) + b"\x00\x01q"
+    table = b"\x01kS" + struct.pack(">I", 2) + b"ok"
+    # The table says 200 bytes. Read on past its frame, the frame's end octet
+    # would be the length of a key made of the body frame's start and the body,
+    # whose 200th byte would be a void value: a table read without an error.
+    body = b"b" * 199 + b"V" + b"b" * 40
+    header = struct.pack(">HHQH", 60, 0, len(body), 0x2000) + struct.pack(">I", 200) + table
+    buffer = _frame(1, 1, method) + _frame(2, 1, header) + _frame(3, 1, body)
+    located = locate(buffer, 0)
+    assert located is not None
+
+    class Channel:
+        auto_decode = True
+
+        def _on_basic_deliver(self, *args: Any) -> None:
+            raise AssertionError("delivered with a header read from the body")
+
+    with pytest.raises((struct.error, IndexError)):
+        amqp_delivery.deliver(Channel(), buffer, located)
+    with pytest.raises((struct.error, IndexError)):  # as py-amqp itself does
+        amqp.serialization.decode_properties_basic(header, 12)

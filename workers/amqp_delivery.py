@@ -105,7 +105,9 @@ def deliver(channel: Any, buffer: bytes, located: Located) -> None:
     delivery_tag, redelivered = _tag_and_flag(buffer, offset)
     exchange, offset = _short_text(buffer, offset + 9)
     routing_key, _ = _short_text(buffer, offset)
-    properties, _ = decode_properties_basic(buffer, flags)
+    # The header frame alone, as py-amqp reads it: a table whose length runs past
+    # its frame fails there, instead of reading the body and the frames behind.
+    properties, _ = decode_properties_basic(buffer[flags - 12 : body_start - 8], 12)
     body: bytes | str = buffer[body_start:body_end]
     encoding = properties.get("content_encoding")
     if encoding is not None and channel.auto_decode:
