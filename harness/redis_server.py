@@ -17,7 +17,7 @@ class RedisServer:
     def __init__(self, port: int | None = None) -> None:
         self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
-        self._dir = tempfile.mkdtemp(prefix="tidings-redis-")
+        self._dir: str | None = None
 
     @property
     def url(self) -> str:
@@ -27,6 +27,8 @@ class RedisServer:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+        # Its working folder lives as long as it runs (a restart makes a new one).
+        self._dir = self._dir or tempfile.mkdtemp(prefix="tidings-redis-")
         argv = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
         argv += ["--appendonly", "no", "--dir", self._dir]
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -38,6 +40,9 @@ class RedisServer:
             self.proc.terminate()
             self.proc.wait(10)
             self.proc = None
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
 
 
 @contextmanager
@@ -47,4 +52,3 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
-        shutil.rmtree(server._dir, ignore_errors=True)
