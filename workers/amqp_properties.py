@@ -3,10 +3,11 @@
 A Celery task carries a header table of some twenty entries, which py-amqp
 reads with a generic decoder driven by a format string and a chain of tests
 per value: a fifth of a worker's CPU per task. This reads the same bytes into
-the same values, looking up text, void, booleans, 32-bit integers, tables and
-arrays directly; every other kind of value goes to py-amqp's own reader. Text
-that is not valid UTF-8 is decoded by py-amqp's `pstr_t` (which
-workers.amqp_tolerance may replace, so it is looked up at each call).
+the same values, reading the top table's text, void, booleans and 32-bit
+integers directly; every other kind of value, nested tables and arrays
+included, goes to py-amqp's own reader. Text that is not valid UTF-8 is
+decoded by py-amqp's `pstr_t` (which workers.amqp_tolerance may replace, so
+it is looked up at each call).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 import amqp.serialization
 
-_TEXT, _VOID, _BOOL, _INT, _TABLE, _ARRAY = b"SVtIFA"
+_TEXT, _VOID, _BOOL, _INT = b"SVtI"
 _u16 = struct.Struct(">H").unpack_from
 _u32 = struct.Struct(">I").unpack_from
 _i32 = struct.Struct(">i").unpack_from
@@ -102,26 +103,12 @@ def _table(buf: bytes, offset: int, end: int, text: Text) -> tuple[dict[Any, Any
 
 def _item(buf: bytes, offset: int, text: Text) -> tuple[Any, int]:
     kind = buf[offset]
-    if kind == _TEXT:
-        (length,) = _u32(buf, offset + 1)
-        end = offset + 5 + length
-        return _text(buf[offset + 5 : end], text), end
-    if kind == _VOID:
-        return None, offset + 1
     if kind == _INT:
         return _i32(buf, offset + 1)[0], offset + 5
     if kind == _BOOL:
         return bool(buf[offset + 1]), offset + 2
-    if kind in (_TABLE, _ARRAY):
-        (length,) = _u32(buf, offset + 1)
-        end = offset + 5 + length
-        if kind == _TABLE:
-            return _table(buf, offset + 5, end, text)
-        items, offset = [], offset + 5
-        while offset < end:
-            item, offset = _item(buf, offset, text)
-            items.append(item)
-        return items, offset
+    # Nested tables and arrays too: py-amqp reads them with one frame of the
+    # stack per level, and so the same depth of nesting as it did before.
     return amqp.serialization._read_item(buf, offset)
 
 

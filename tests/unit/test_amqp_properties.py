@@ -120,3 +120,26 @@ def test_what_py_amqp_cannot_decode_is_decoded_alike_tolerated_or_not(
         _both(table)
     headers = decode_properties_basic(_table(bad_text, far_time), 0)[0]["application_headers"]
     assert amqp_tolerance.undecodable(headers)
+
+
+def _nested(depth: int, kind: bytes) -> bytes:
+    """A header table holding a table (or an array of tables) nested `depth` deep."""
+    value = b"V"
+    for _ in range(depth):
+        inner = b"\x01a" + value if kind == b"F" else value
+        value = kind + struct.pack(">I", len(inner)) + inner
+    return _table(b"\x01n" + value)
+
+
+@pytest.mark.parametrize("kind", [b"F", b"A"], ids=["tables", "arrays"])
+def test_nesting_as_deep_as_py_amqp_reads_is_read_alike(kind: bytes) -> None:
+    # As deep as py-amqp reads, and a worker took before: 500 levels (compared
+    # whole: nothing but tables, arrays and nulls, so types cannot differ).
+    deep = _nested(500, kind)
+    assert decode_properties_basic(deep, 0) == amqp.serialization.decode_properties_basic(deep, 0)
+    # Deeper than py-amqp can read: the same error, not another one.
+    too_deep = _nested(5000, kind)
+    with pytest.raises(RecursionError):
+        amqp.serialization.decode_properties_basic(too_deep, 0)
+    with pytest.raises(RecursionError):
+        decode_properties_basic(too_deep, 0)
