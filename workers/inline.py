@@ -22,7 +22,9 @@ from typing import Any
 
 import kombu.utils.json
 from celery import Task, signals
+from celery.exceptions import InvalidTaskError
 from celery.worker.strategy import default
+from kombu.exceptions import ContentDisallowed, DecodeError
 from kombu.message import Message
 
 from tidings.errors import InvalidEvent, PublishRefused
@@ -184,7 +186,14 @@ def _through_celery(
     """Hand the message to Celery's own path, its place in the ledger's line kept."""
     ledger.foreign(message, TASK_QUEUE, task_id)
     told_ack, told_reject = _telling(ledger, message)
-    celery_way(message, body, told_ack, told_reject, callbacks, **kw)
+    try:
+        celery_way(message, body, told_ack, told_reject, callbacks, **kw)
+    except (InvalidTaskError, ContentDisallowed, DecodeError):
+        # Celery's consumer rejects (or acks) such a message itself as this
+        # returns: without this its entry would stay, holding memory and
+        # keeping the line acking one by one, for good.
+        ledger.refused_by_celery(message)
+        raise
 
 
 def _telling(ledger: Ledger, message: Message) -> tuple[Callable[..., None], Callable[..., None]]:

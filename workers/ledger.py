@@ -280,7 +280,14 @@ class Ledger:
         else:
             self._hub.call_soon(run)
 
-    def _foreign_settled(self, message: Message) -> None:
+    def refused_by_celery(self, message: Message) -> None:
+        """Celery's consumer refused a message its strategy raised for (an invalid task, a
+        body it cannot decode) and rejects or acks it itself, at once, on this loop: its
+        place in line is free. The flush waits for a later turn, after that settle."""
+        self._foreign_settled(message, flush=False)
+        self._schedule_flush()
+
+    def _foreign_settled(self, message: Message, flush: bool = True) -> None:
         with self._lock:
             entry = self._foreign.pop(id(message), None)
             if entry is None:
@@ -291,7 +298,8 @@ class Ledger:
                 line = self._lines.get(message.channel)
                 if line is not None:
                     line.held -= 1
-        self.flush()
+        if flush:
+            self.flush()
 
     def _published(self, entry: Entry, future: Completes) -> None:
         # On the Publisher's thread, once per publish: one lock, and a flush

@@ -6,6 +6,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from celery.exceptions import InvalidTaskError
+from kombu.exceptions import ContentDisallowed, DecodeError
 
 from tests.unit.test_ledger import Channel, Hub, Letters, Message, publish
 from workers import inline
@@ -76,3 +78,34 @@ def test_a_message_the_ledger_never_saw_makes_it_ack_one_by_one(wired) -> None:
         publish(ledger, channel, tag)[0].set_result(None)
     hub.run()
     assert channel.acks == [(1, True), (3, False), (4, False), (5, False)]
+
+
+@pytest.mark.parametrize("error", [InvalidTaskError, ContentDisallowed, DecodeError])
+def test_a_task_celery_refuses_leaves_no_place_held(error, monkeypatch) -> None:
+    ledger = Ledger(Letters(), max_redeliveries=3)  # type: ignore[arg-type]
+    hub = Hub()
+    ledger.use_hub(hub)
+    hub.run()
+
+    def refusing(*_: Any, **__: Any) -> Any:
+        def run(*_: Any, **__: Any) -> None:
+            raise error("an eta that is not a date")
+
+        return run
+
+    monkeypatch.setattr(inline, "default", refusing)
+    monkeypatch.setattr(inline, "open_ledger", lambda hub_: ledger)
+    channel = Channel()
+    handle = inline.in_line(object(), object(), SimpleNamespace(hub=hub))
+    publish(ledger, channel, 1)[0].set_result(None)
+    refused = CeleryMessage(channel, 2)
+    with pytest.raises(error):
+        handle(refused, None, None, None, None)
+    assert channel.acks == []  # nothing went out before Celery's own reject
+    refused.reject()  # what Celery's consumer does with it next
+    for future in publish(ledger, channel, 3) + publish(ledger, channel, 4):
+        future.set_result(None)
+    hub.run()
+    assert channel.rejects == [(2, False)]
+    assert channel.acks == [(4, True)]  # in one run again, past the refused one
+    assert not ledger._foreign
