@@ -23,7 +23,8 @@ from workers.amqp_properties import decode_properties_basic
 FRAME_END = 0xCE
 METHOD, HEADER, BODY = 1, 2, 3
 _DELIVER = struct.pack(">HH", *spec.Basic.Deliver)
-_frame_header = struct.Struct(">BHI").unpack_from
+# A frame starts with its type, channel and payload size.
+frame_header = struct.Struct(">BHI").unpack_from
 _content_header = struct.Struct(">HxxQ").unpack_from
 _tag_and_flag = struct.Struct(">QB").unpack_from
 
@@ -72,18 +73,18 @@ def locate(buffer: bytes, offset: int) -> Located | None:
         return None
     if buffer[offset + 7 : offset + 11] != _DELIVER:
         return None
-    _, channel, length = _frame_header(buffer, offset)
+    _, channel, length = frame_header(buffer, offset)
     header = offset + 8 + length
     if size < header + 7 or buffer[header - 1] != FRAME_END:
         return None
-    kind, header_channel, length = _frame_header(buffer, header)
+    kind, header_channel, length = frame_header(buffer, header)
     body = header + 8 + length
     if kind != HEADER or header_channel != channel or length < 12 or size < body + 7:
         return None
     if buffer[body - 1] != FRAME_END:
         return None
     class_id, body_size = _content_header(buffer, header + 7)
-    kind, body_channel, length = _frame_header(buffer, body)
+    kind, body_channel, length = frame_header(buffer, body)
     end = body + 7 + length
     if kind != BODY or body_channel != channel or class_id != spec.Basic.CLASS_ID:
         return None

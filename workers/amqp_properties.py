@@ -73,7 +73,6 @@ def decode_properties_basic(buf: bytes, offset: int) -> tuple[dict[str, Any], in
 
 
 def _table(buf: bytes, offset: int, end: int, text: Text) -> tuple[dict[Any, Any], int]:
-    # Text and void, most of a Celery task's headers, are read here, not by `_item`.
     table: dict[Any, Any] = {}
     while offset < end:
         start = offset + 1
@@ -96,20 +95,17 @@ def _table(buf: bytes, offset: int, end: int, text: Text) -> tuple[dict[Any, Any
         elif kind == _VOID:
             table[key] = None
             offset += 1
+        elif kind == _INT:
+            (table[key],) = _i32(buf, offset + 1)
+            offset += 5
+        elif kind == _BOOL:
+            table[key] = bool(buf[offset + 1])
+            offset += 2
         else:
-            table[key], offset = _item(buf, offset, text)
+            # Nested tables and arrays too: py-amqp reads them with one frame of
+            # the stack per level, and so as deep as it did before.
+            table[key], offset = amqp.serialization._read_item(buf, offset)
     return table, offset
-
-
-def _item(buf: bytes, offset: int, text: Text) -> tuple[Any, int]:
-    kind = buf[offset]
-    if kind == _INT:
-        return _i32(buf, offset + 1)[0], offset + 5
-    if kind == _BOOL:
-        return bool(buf[offset + 1]), offset + 2
-    # Nested tables and arrays too: py-amqp reads them with one frame of the
-    # stack per level, and so the same depth of nesting as it did before.
-    return amqp.serialization._read_item(buf, offset)
 
 
 def _text(raw: bytes, text: Text) -> Any:

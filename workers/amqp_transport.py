@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import errno
 import socket
-import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -26,15 +25,13 @@ from kombu.transport import pyamqp
 
 from publisher.connection import gathered_wakes
 from workers import amqp_delivery
-from workers.amqp_delivery import Located, locate
+from workers.amqp_delivery import FRAME_END, Located, frame_header, locate
 
 # Messages read per turn of the consumer's loop: enough to batch a busy queue,
 # few enough that timers and heartbeats wait a few milliseconds at most.
 BURST = 64
 # Bytes asked of the socket at once (a busy queue has many messages waiting).
 CHUNK = 65536
-FRAME_END = 0xCE
-_header = struct.Struct(">BHI").unpack_from
 _WOULD_BLOCK = (errno.EAGAIN, errno.EWOULDBLOCK)
 
 Frame = tuple[int, int, bytes]
@@ -55,14 +52,16 @@ class BufferedTCPTransport(TCPTransport):  # type: ignore[misc]
     def has_frame(self) -> bool:
         """Whether a whole frame was read from the socket and not yet taken."""
         buffer, offset = self._buffer, self._offset
-        return len(buffer) - offset >= 7 and len(buffer) > offset + 7 + _header(buffer, offset)[2]
+        if len(buffer) - offset < 7:
+            return False
+        return len(buffer) > offset + 7 + frame_header(buffer, offset)[2]
 
     def buffered_frame(self) -> Frame | None:
         """A whole frame already read from the socket, or None (no system call)."""
         buffer, offset = self._buffer, self._offset
         if len(buffer) - offset < 7:
             return None
-        frame_type, channel, size = _header(buffer, offset)
+        frame_type, channel, size = frame_header(buffer, offset)
         end = offset + 7 + size
         if len(buffer) <= end:
             return None
@@ -98,7 +97,7 @@ class BufferedTCPTransport(TCPTransport):  # type: ignore[misc]
         buffer = self._buffer[self._offset :]
         wanted = CHUNK
         if len(buffer) >= 7:
-            wanted = max(CHUNK, 8 + _header(buffer, 0)[2] - len(buffer))
+            wanted = max(CHUNK, 8 + frame_header(buffer, 0)[2] - len(buffer))
         while True:
             try:
                 data = self._quick_recv(wanted)

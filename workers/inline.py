@@ -100,8 +100,9 @@ def strategy(task: Any, app: Any, consumer: Any, **kwargs: Any) -> Callable[...,
             return
         if not task_id or callbacks or gate.needs_celery(headers, decoded):
             # Celery's path settles it; the ledger keeps its place in line.
-            celery = (message, body, ack, reject, callbacks)
-            _through_celery(ledger, celery_way, task_id, *celery, **kw)
+            _through_celery(
+                ledger, celery_way, task_id, message, body, ack, reject, callbacks, **kw
+            )
             return
         args, task_kwargs, _ = decoded  # needs_celery() checked its shape
         call = TaskCall(task.name, task_id, args, task_kwargs)
