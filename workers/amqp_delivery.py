@@ -19,6 +19,7 @@ from typing import Any
 from amqp import spec
 
 from workers.amqp_properties import decode_properties_basic
+from workers.amqp_tolerance import text
 
 FRAME_END = 0xCE
 METHOD, HEADER, BODY = 1, 2, 3
@@ -96,7 +97,9 @@ def locate(buffer: bytes, offset: int) -> Located | None:
 def _short_text(buffer: bytes, offset: int) -> tuple[str, int]:
     length = buffer[offset]
     end = offset + 1 + length
-    return buffer[offset + 1 : end].decode("utf-8", "surrogatepass"), end
+    # Tolerant, as py-amqp's own reader is with amqp_tolerance installed: a routing
+    # key that is not UTF-8 costs its message (dead-lettered), not the consumer.
+    return text(buffer[offset + 1 : end]), end
 
 
 def deliver(channel: Any, buffer: bytes, located: Located) -> None:

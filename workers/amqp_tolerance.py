@@ -43,7 +43,8 @@ class UndecodableText(str):
         return super().__new__(cls, value)
 
 
-def _text(data: bytes | str) -> str:
+def text(data: bytes | str) -> str:
+    """`data` decoded as py-amqp decodes short strings, or an UndecodableText if it is not UTF-8."""
     if isinstance(data, str):
         return data  # py-amqp passes its own format strings through here too
     try:
@@ -76,7 +77,7 @@ def install() -> None:
     """Decode out-of-range timestamps and text that is not UTF-8 instead of raising;
     idempotent."""
     amqp.serialization.datetime = _TolerantDatetime  # type: ignore[misc]
-    amqp.serialization.pstr_t = _text  # type: ignore[attr-defined]
+    amqp.serialization.pstr_t = text  # type: ignore[attr-defined]
 
 
 def undecodable(headers: Any, properties: Any = None) -> str | None:
@@ -118,9 +119,12 @@ def unreadable(message: Any) -> str | None:
     """Why a delivered message cannot be taken as it is (see `undecodable`), or None."""
     if not _made_any:
         return None
+    info = getattr(message, "delivery_info", None) or {}
     properties = {
         **(message.properties or {}),
         "content_type": message.content_type,
         "content_encoding": message.content_encoding,
+        "routing key": info.get("routing_key"),
+        "exchange": info.get("exchange"),
     }
     return undecodable(message.headers, properties)

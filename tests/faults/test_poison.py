@@ -267,8 +267,9 @@ def test_a_header_no_date_can_hold_costs_its_message_not_the_connection(
         source.close()
 
 
-def test_a_property_that_is_not_utf8_costs_its_message_not_the_worker(
-    router, vhost, start_worker, subscribe
+@pytest.mark.parametrize("where", ["property", "routing key"])
+def test_text_that_is_not_utf8_costs_its_message_not_the_worker(
+    router, vhost, start_worker, subscribe, where
 ):
     # Before: py-amqp raised UnicodeDecodeError while reading the message, the
     # worker exited, and every worker started after it died the same way.
@@ -277,7 +278,7 @@ def test_a_property_that_is_not_utf8_costs_its_message_not_the_worker(
     worker = start_worker(router, vhost)
     counter = subscribe(router.ws_url, "fault-poison", [TOPIC])
     source = EventSource(vhost, TOPIC)
-    marker = f"poison-property-{uuid.uuid4()}"
+    marker = f"poison-{where.replace(' ', '-')}-{uuid.uuid4()}"
     connection = amqp.Connection(
         host="127.0.0.1:5672",
         userid="guest",
@@ -288,14 +289,26 @@ def test_a_property_that_is_not_utf8_costs_its_message_not_the_worker(
     connection.connect()
     try:
         body = _publish(marker, payload={"m": marker}).encode()
-        message = amqp.Message(body, message_id=b"\xff\xfe\xfd", content_type="application/json")
+        if where == "property":
+            message = amqp.Message(
+                body, message_id=b"\xff\xfe\xfd", content_type="application/json"
+            )
+            routing_key: str | bytes = "publish"
+        else:
+            message = amqp.Message(body, content_type="application/json")
+            routing_key = b"publish.\xff\xfe"  # py-amqp sends bytes as they are
         connection.channel().basic_publish(
-            message, exchange="tidings.events", routing_key="publish"
+            message, exchange="tidings.events", routing_key=routing_key
         )
         good = source.raw(1)
         counter.wait_all({good}, 30, lambda: rabbit.explain(vhost))
-        assert "not UTF-8" in dead_letter_of(vhost, marker)[REASON_HEADER]
+        headers = dead_letter_of(vhost, marker)
+        assert "not UTF-8" in headers[REASON_HEADER]
+        if where == "routing key":  # kept, its bytes that are not UTF-8 replaced
+            assert headers["x-tidings-routing-key"] == "publish.\ufffd\ufffd"
         assert worker.alive()
+        late = [line for line in worker.log.lines if "never reached the ledger" in line]
+        assert not late, late
     finally:
         connection.close()
         source.close()
