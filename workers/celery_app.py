@@ -13,7 +13,11 @@ from celery import Celery
 from celery.signals import worker_init, worker_process_init
 
 from tidings.names import TASK_QUEUE
-from workers import amqp_tolerance, logs  # noqa: F401 (logs: JSON lines when asked for)
+from workers import (  # noqa: F401 (logs: JSON lines when asked for)
+    amqp_tolerance,
+    bounded_decompression,
+    logs,
+)
 from workers.delivery import DeliveryConsumer
 from workers.drain import Drain
 from workers.queues import task_queue
@@ -45,6 +49,8 @@ def celery_config() -> dict[str, Any]:
         # basic.qos on the consumer's connection from there interleaves with the
         # consumer's own reads (frame errors, lost deliveries). Keep it fixed.
         "worker_enable_prefetch_count_reduction": False,
+        # What it cannot run is dead-lettered in the ledger's line, not dropped.
+        "worker_consumer": "workers.celery_consumer:Consumer",
         "task_queues": (task_queue,),
         "task_default_queue": TASK_QUEUE,
         "task_default_exchange": TASK_QUEUE,
@@ -61,6 +67,8 @@ def celery_config() -> dict[str, Any]:
 
 # A header py-amqp cannot decode costs its message, not the connection.
 amqp_tolerance.install()
+# A compressed body is decompressed up to a limit, or dead-lettered.
+bounded_decompression.install()
 
 # Every other task's message takes its place in the ledger's line too (workers.inline).
 app = Celery("tidings", include=["workers.tasks"], task_cls="workers.inline:InLineTask")

@@ -30,6 +30,7 @@ from kombu.message import Message
 from tidings.errors import InvalidEvent, PublishRefused
 from tidings.names import TASK_QUEUE
 from workers import amqp_tolerance
+from workers.celery_consumer import dead_letter_task
 from workers.ledger import Ledger
 from workers.letterbox import TaskCall
 from workers.runtime import open_ledger, sink
@@ -57,13 +58,9 @@ class Gate:
         self.rate_limits = not consumer.disable_rate_limits
 
     def needs_celery(self, headers: dict[str, Any], decoded: Any) -> bool:
-        if not isinstance(decoded, list | tuple) or len(decoded) != 3:
+        if decoded is None or _misshapen(decoded):
             return True  # protocol 1, or malformed: Celery reports it its way
-        args, task_kwargs, embed = decoded
-        if not isinstance(args, list | tuple) or not isinstance(task_kwargs, dict):
-            return True
-        if embed is not None and not isinstance(embed, dict):
-            return True
+        embed = decoded[2]
         if embed and any(embed.get(key) for key in _CHAINING):
             return True
         if headers.get("eta") or headers.get("expires") or headers.get("stamped_headers"):
@@ -92,12 +89,23 @@ def strategy(task: Any, app: Any, consumer: Any, **kwargs: Any) -> Callable[...,
     def handle(
         message: Message, body: Any, ack: Any, reject: Any, callbacks: Any, **kw: Any
     ) -> None:
-        headers = message.headers or {}
-        task_id = str(headers.get("id") or "")
-        decoded: Any = None if body is not None else payload(message)
         if not ledger.ready():
             celery_way(message, body, ack, reject, callbacks, **kw)
             return
+        headers = message.headers or {}
+        task_id = str(headers.get("id") or "")
+        decoded: Any = None
+        if body is None:  # protocol 2 (body given: protocol 1, which Celery decoded)
+            try:
+                decoded = payload(message)
+            except Exception as exc:  # kombu's DecodeError, ContentDisallowed
+                dead_letter_task(ledger, message, f"the task message cannot be decoded: {exc}")
+                return
+            shape = _misshapen(decoded)
+            if shape:
+                # Celery's Request would fail on it later, in the pool, unsettled.
+                dead_letter_task(ledger, message, shape)
+                return
         if not task_id or callbacks or gate.needs_celery(headers, decoded):
             # Celery's path settles it; the ledger keeps its place in line.
             _through_celery(
@@ -119,6 +127,18 @@ def strategy(task: Any, app: Any, consumer: Any, **kwargs: Any) -> Callable[...,
         ledger.expect(entry, futures)
 
     return handle
+
+
+def _misshapen(decoded: Any) -> str | None:
+    """Why a protocol-2 task body is not [args, kwargs, options], or None."""
+    if not isinstance(decoded, list | tuple) or len(decoded) != 3:
+        return "a task message's body must be [args, kwargs, options]"
+    args, task_kwargs, embed = decoded
+    if not isinstance(args, list | tuple) or not isinstance(task_kwargs, dict):
+        return "a task message's body must be [args, kwargs, options]"
+    if embed is not None and not isinstance(embed, dict):
+        return "a task message's options must be an object"
+    return None
 
 
 # kombu decodes JSON with a decoder made per message (its object hook is passed
@@ -189,12 +209,10 @@ def _through_celery(
     told_ack, told_reject = _telling(ledger, message)
     try:
         celery_way(message, body, told_ack, told_reject, callbacks, **kw)
-    except (InvalidTaskError, ContentDisallowed, DecodeError):
-        # Celery's consumer rejects (or acks) such a message itself as this
-        # returns: without this its entry would stay, holding memory and
-        # keeping the line acking one by one, for good.
-        ledger.refused_by_celery(message)
-        raise
+    except (InvalidTaskError, ContentDisallowed, DecodeError) as exc:
+        # Celery's consumer would reject (drop) or ack it: dead-lettered with
+        # the reason instead, in its turn, its place in line freed.
+        ledger.refuse(message, InvalidEvent(f"Celery refused the task: {exc}"))
 
 
 def _telling(ledger: Ledger, message: Message) -> tuple[Callable[..., None], Callable[..., None]]:

@@ -138,8 +138,9 @@ class Ledger:
         self._lines: dict[Any, _Line] = {}
         self._foreign: dict[int, Entry] = {}
         # Celery tasks the pool is running, by task id: the ledger may adopt them.
-        self._tasks: dict[str, Entry] = {}
-        self._adopted: set[str] = set()
+        # Keyed by task id and delivery tag: two messages may carry one task id.
+        self._tasks: dict[tuple[str, int], Entry] = {}
+        self._adopted: set[tuple[str, int]] = set()
         # Held entries that were adopted and are now settled: outside any line.
         self._loose: list[Entry] = []
         self._lock = threading.Lock()
@@ -192,7 +193,7 @@ class Ledger:
         with self._lock:
             self._foreign[id(message)] = entry
             if task_id:
-                self._tasks[task_id] = entry
+                self._tasks[(task_id, int(message.delivery_tag))] = entry
         return entry
 
     def _append(self, entry: Entry) -> Entry:
@@ -243,25 +244,27 @@ class Ledger:
             entry.remaining = 0
         self._complete(entry, error)
 
-    def adopt(self, task: TaskCall, futures: Iterable[Completes]) -> bool:
+    def adopt(self, task: TaskCall, futures: Iterable[Completes], delivery_tag: int) -> bool:
         """Take over a message Celery's pool is running (a countdown, a chain) once its task
         has published: the ledger, not Celery, settles it. False if it is not in the ledger."""
+        key = (task.id, int(delivery_tag))
         with self._lock:
-            entry = self._tasks.pop(task.id, None)
+            entry = self._tasks.pop(key, None)
             if entry is None or self._foreign.pop(id(entry.message), None) is None:
                 return False
-            self._adopted.add(task.id)
+            self._adopted.add(key)
         entry.task = task
         with self._lock:
             entry.foreign = False
         self.expect(entry, futures)
         return True
 
-    def adopted(self, task_id: str) -> bool:
+    def adopted(self, task_id: str, delivery_tag: int) -> bool:
         """Whether the ledger took this task's message over (then Celery must not ack it)."""
+        key = (task_id, int(delivery_tag))
         with self._lock:
-            if task_id in self._adopted:
-                self._adopted.discard(task_id)
+            if key in self._adopted:
+                self._adopted.discard(key)
                 return True
             return False
 
@@ -280,14 +283,17 @@ class Ledger:
         else:
             self._hub.call_soon(run)
 
-    def refused_by_celery(self, message: Message) -> None:
-        """Celery's consumer refused a message its strategy raised for (an invalid task, a
-        body it cannot decode) and rejects or acks it itself, at once, on this loop: its
-        place in line is free. The flush waits for a later turn, after that settle."""
-        self._foreign_settled(message, flush=False)
-        self._schedule_flush()
+    def refuse(self, message: Message, error: BaseException) -> None:
+        """A message handed to Celery's path that it refused before running it (an invalid
+        task, a body it cannot decode): dead-lettered with `error` in its turn, not dropped."""
+        with self._lock:
+            entry = self._foreign.pop(id(message), None)
+            if entry is None:
+                return
+            self._tasks = {k: e for k, e in self._tasks.items() if e is not entry}
+        self.fail(entry, error)
 
-    def _foreign_settled(self, message: Message, flush: bool = True) -> None:
+    def _foreign_settled(self, message: Message) -> None:
         with self._lock:
             entry = self._foreign.pop(id(message), None)
             if entry is None:
@@ -298,8 +304,7 @@ class Ledger:
                 line = self._lines.get(message.channel)
                 if line is not None:
                     line.held -= 1
-        if flush:
-            self.flush()
+        self.flush()
 
     def _published(self, entry: Entry, future: Completes) -> None:
         # On the Publisher's thread, once per publish: one lock, and a flush

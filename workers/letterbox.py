@@ -24,6 +24,7 @@ from publisher import meters
 from tidings.names import (
     DEAD_INVALID,
     DEAD_QUEUE,
+    EVENTS_EXCHANGE,
     REASON_HEADER,
     REDELIVERIES_HEADER,
     REPLAYS_HEADER,
@@ -105,10 +106,12 @@ class LetterBox:
     def _copy(self, message: Message, queue: str, changes: dict[str, Any]) -> None:
         """Publish `message` again straight to `queue`, its headers changed (None: removed)."""
         headers = dict(message.headers or {})
-        routing_key = message.delivery_info.get("routing_key", "")
-        if routing_key != queue:
+        info = message.delivery_info
+        routing_key = info.get("routing_key", "")
+        if routing_key != queue and info.get("exchange") == EVENTS_EXCHANGE:
             # Through the default exchange, the routing key is the queue: keep
-            # the one it was first published with (a raw event's type).
+            # the one a raw event was first published with (its type), which a
+            # replay sends it with again (a task message has none to keep).
             headers.setdefault(ROUTING_KEY_HEADER, routing_key)
         headers.update(changes)
         properties = message.properties or {}

@@ -48,7 +48,14 @@ class RawEventConsumer(bootsteps.ConsumerStep):  # type: ignore[misc]
         channel.basic_qos(0, PREFETCH, False)
         # A consumer restart can drop the flush the hub had queued.
         ledger.restart()
-        return [Consumer(channel, queues=[events_queue], on_message=self.on_message, no_ack=False)]
+        consumer = Consumer(
+            channel,
+            queues=[events_queue],
+            on_message=self.on_message,
+            on_decode_error=self.on_undecodable,
+            no_ack=False,
+        )
+        return [consumer]
 
     def start(self, c: Any) -> None:
         open_ledger(c.hub)
@@ -81,6 +88,13 @@ class RawEventConsumer(bootsteps.ConsumerStep):  # type: ignore[misc]
             ledger.fail(entry, PublishRefused(f"could not be published: {exc}"))
             return
         ledger.expect(entry, futures)
+
+    def on_undecodable(self, message: Message, exc: BaseException) -> None:
+        """A body kombu could not take (a `compression` header it cannot honour): the
+        message is dead-lettered with the reason, in its turn."""
+        self.consumed += 1
+        entry = ledger.open(message, EVENTS_QUEUE)
+        ledger.fail(entry, InvalidEvent(f"the body cannot be decoded: {exc}"))
 
 
 def _message_id(message: Message) -> str | None:

@@ -7,6 +7,7 @@ nor stalls (nothing is left unacked).
 
 from __future__ import annotations
 
+import bz2
 import json
 import os
 import time
@@ -16,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from kombu import Connection
+from kombu import Connection, Producer
 
 from harness import rabbit
 from harness.producers import EventSource
@@ -311,4 +312,110 @@ def test_text_that_is_not_utf8_costs_its_message_not_the_worker(
         assert not late, late
     finally:
         connection.close()
+        source.close()
+
+
+BOMB = bz2.compress(b"a" * (40 << 20))  # 49 bytes that grow to 40 MiB
+TASK_HEADERS = {"lang": "py", "task": "tidings.publish"}
+
+# case: (exchange, task headers or None for a raw event, body, extra headers, reason)
+UNTAKEABLE: dict[str, tuple[str, dict[str, Any] | None, bytes, dict[str, Any], str]] = {
+    "raw-corrupt-gzip": (
+        "tidings.events",
+        None,
+        b"not gzip at all",
+        {"compression": "application/x-gzip"},
+        "not valid zlib data",
+    ),
+    "raw-bz2-bomb": (
+        "tidings.events",
+        None,
+        BOMB,
+        {"compression": "application/x-bz2"},
+        "larger than 16777216 bytes",
+    ),
+    "task-bz2-bomb": (
+        "tidings",
+        TASK_HEADERS,
+        BOMB,
+        {"compression": "application/x-bz2"},
+        "larger than 16777216 bytes",
+    ),
+    "task-unknown": (
+        "tidings",
+        {**TASK_HEADERS, "task": "tidings.no_such_task"},
+        json.dumps([[TOPIC, {"m": "MARKER"}], {}, {}]).encode(),
+        {},
+        "unknown task 'tidings.no_such_task'",
+    ),
+    "task-empty-body": ("tidings", TASK_HEADERS, b"", {}, "must be [args, kwargs, options]"),
+    "task-body-not-a-list": (
+        "tidings",
+        TASK_HEADERS,
+        b'{"args": []}',
+        {},
+        "must be [args, kwargs, options]",
+    ),
+    "task-protocol-1-without-name": ("tidings", {}, b'{"args": []}', {}, "not a Celery task"),
+    "task-not-json": ("tidings", TASK_HEADERS, b"[not json", {}, "cannot be decoded"),
+    # A pickle from the network would be code execution: never loaded, kept.
+    "task-pickle": (
+        "tidings",
+        TASK_HEADERS,
+        b"\x80\x04K\x01.",
+        {"content_type": "application/x-python-serialize"},
+        "cannot be decoded",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(UNTAKEABLE))
+def test_a_body_the_worker_cannot_take_is_dead_lettered_and_nothing_waits(
+    router, vhost, start_worker, subscribe, case
+):
+    # Before: kombu decompressed without a limit (40 MiB here, 3.7 GB from 1.4 KB);
+    # Celery dropped an unknown task; a raw event's decode error reached the
+    # consumer's loop; an empty task body failed in the pool, unsettled. And the
+    # ledger, never seeing these tags, acked one by one for good.
+    exchange, task_headers, body, extra, reason = UNTAKEABLE[case]
+    worker = start_worker(router, vhost)
+    counter = subscribe(router.ws_url, "fault-poison", [TOPIC])
+    source = EventSource(vhost, TOPIC)
+    marker = f"poison-{case}-{uuid.uuid4()}"
+    extra = dict(extra)
+    content_type = extra.pop("content_type", "application/json")
+    headers = {"x-marker": marker, **extra}
+    if task_headers is not None:
+        headers.update(task_headers, id=marker if task_headers else None)
+    try:
+        with Connection(vhost, transport_options={"confirm_publish": True}) as connection:
+            Producer(connection).publish(
+                body.replace(b"MARKER", marker.encode()),
+                exchange=exchange,
+                routing_key="publish" if exchange == "tidings.events" else "tidings",
+                headers={k: v for k, v in headers.items() if v is not None},
+                content_type=content_type,
+                content_encoding="utf-8",
+                serializer=None,
+                delivery_mode=2,
+            )
+        good = [source.raw(1), source.task(2), source.raw(3)]
+        counter.wait_all(set(good), 30, lambda: rabbit.explain(vhost))
+        deadline = time.monotonic() + 20
+        while not (
+            dead := [h for b, h in drain_dead(vhost) if marker in b or h.get("x-marker") == marker]
+        ):
+            assert time.monotonic() < deadline, "the message was not dead-lettered"
+            time.sleep(0.2)
+        assert reason in dead[0][REASON_HEADER], dead[0]
+        if case == "task-unknown":  # kept as a task: a replay sends it again
+            assert dead[0]["x-tidings-task"] == "tidings.no_such_task"
+        else:
+            assert "x-tidings-routing-key" in dead[0] or exchange == "tidings", dead[0]
+        depths = rabbit.queue_depths(vhost)
+        assert depths["tidings.events"] == (0, 0) and depths["tidings"] == (0, 0), depths
+        assert worker.alive()
+        gapped = [line for line in worker.log.lines if "never reached the ledger" in line]
+        assert not gapped, gapped
+    finally:
         source.close()

@@ -1,0 +1,86 @@
+"""Celery's consumer, with the task messages it cannot run dead-lettered in the ledger's line.
+
+Celery acks a task message whose body it cannot decode, and rejects (drops,
+the queue having no dead-letter exchange) one of an unknown task or of no
+task at all: the message is lost, and the ledger, which never saw its
+delivery tag, takes it for a gap and acks every later message on that
+channel one by one, for good. Here such a message takes its place in the
+ledger's line and is dead-lettered with the reason in its turn; an unknown
+task keeps its name, id and arguments, so that `tidings dead-letters replay`
+can send it again once a worker knows it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery.worker.consumer import Consumer as CeleryConsumer
+from kombu.message import Message
+
+from tidings.errors import InvalidEvent
+from tidings.names import TASK_QUEUE
+from workers.ledger import Ledger
+from workers.letterbox import TaskCall
+from workers.runtime import ledger as worker_ledger
+
+log = logging.getLogger(__name__)
+
+
+def dead_letter_task(
+    ledger: Ledger, message: Message, reason: str, call: TaskCall | None = None
+) -> None:
+    """Put a task message Celery cannot run in the ledger's line, to be dead-lettered
+    with `reason` (with `call`, as a task that can be replayed)."""
+    ledger.fail(ledger.open(message, TASK_QUEUE, call), InvalidEvent(reason))
+
+
+def task_call(message: Message) -> TaskCall | None:
+    """The task a protocol-2 message asks for, if its headers and body say it plainly."""
+    headers = message.headers or {}
+    name, task_id = headers.get("task"), headers.get("id")
+    if not isinstance(name, str) or not isinstance(task_id, str):
+        return None
+    try:
+        decoded = message.decode()
+    except Exception:
+        return None
+    if not isinstance(decoded, list | tuple) or len(decoded) != 3:
+        return None
+    args, kwargs, _ = decoded
+    if not isinstance(args, list | tuple) or not isinstance(kwargs, dict):
+        return None
+    return TaskCall(name, task_id, list(args), kwargs)
+
+
+class Consumer(CeleryConsumer):  # type: ignore[misc]
+    """Celery's worker consumer (`worker_consumer`), see the module docstring."""
+
+    def _in_line(self, message: Message) -> bool:
+        # The task queue's messages only: the broadcast (pidbox) consumer reports
+        # its decode errors here too, on a channel of its own.
+        task_consumer = getattr(self, "task_consumer", None)
+        channel = getattr(task_consumer, "channel", None)
+        return worker_ledger.ready() and channel is not None and message.channel is channel
+
+    def on_decode_error(self, message: Message, exc: BaseException) -> None:
+        if not self._in_line(message):
+            super().on_decode_error(message, exc)
+            return
+        log.warning("a task message cannot be decoded: %s", exc)
+        dead_letter_task(worker_ledger, message, f"the task message cannot be decoded: {exc}")
+
+    def on_unknown_message(self, body: Any, message: Message) -> None:
+        if not self._in_line(message):
+            super().on_unknown_message(body, message)
+            return
+        reason = "not a Celery task message: no task named in its headers"
+        dead_letter_task(worker_ledger, message, reason)
+
+    def on_unknown_task(self, body: Any, message: Message, exc: BaseException) -> None:
+        if not self._in_line(message):
+            super().on_unknown_task(body, message, exc)
+            return
+        name = (message.headers or {}).get("task")
+        reason = f"unknown task {name!r}: no task of that name is registered in this worker"
+        dead_letter_task(worker_ledger, message, reason, task_call(message))
