@@ -13,10 +13,12 @@ can send it again once a worker knows it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from celery.worker.consumer import Consumer as CeleryConsumer
 from kombu.message import Message
+from vine import promise
 
 from tidings.errors import InvalidEvent
 from tidings.names import TASK_QUEUE
@@ -55,6 +57,31 @@ def task_call(message: Message) -> TaskCall | None:
 
 class Consumer(CeleryConsumer):  # type: ignore[misc]
     """Celery's worker consumer (`worker_consumer`), see the module docstring."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Task name -> a handler that takes its message without Celery's own
+        # machinery, or declines it (workers.inline.strategy fills it).
+        self.in_line: dict[str, Callable[[Message], bool]] = {}
+        super().__init__(*args, **kwargs)
+
+    def create_task_handler(self, promise: Any = promise) -> Callable[[Message], None]:
+        """Celery's handler of task messages, after a fast lane: a tidings task's message
+        goes straight to its strategy's in-line path, without the two promises, the
+        lookups and the checks Celery makes for each message first."""
+        through_celery = super().create_task_handler(promise)
+        lanes = self.in_line
+        watchers = self.on_task_message
+
+        def on_task_received(message: Message) -> None:
+            headers = message.headers
+            if type(headers) is dict and not watchers:
+                name = headers.get("task")
+                lane = lanes.get(name) if type(name) is str else None
+                if lane is not None and lane(message):
+                    return
+            through_celery(message)
+
+        return on_task_received
 
     def _in_line(self, message: Message) -> bool:
         # The task queue's messages only: the broadcast (pidbox) consumer reports

@@ -86,46 +86,60 @@ def strategy(task: Any, app: Any, consumer: Any, **kwargs: Any) -> Callable[...,
     gate = Gate(task, consumer)
     signature = inspect.signature(task.run)
 
+    declined: list[Message | None] = [None]  # the last message in_line() left to Celery
+
+    def in_line(message: Message) -> bool:
+        """Publish a protocol-2 message here, or dead-letter it; False, having done
+        nothing, if it needs Celery's own path."""
+        headers = message.headers or {}
+        task_id = str(headers.get("id") or "")
+        try:
+            decoded = payload(message)
+        except Exception as exc:  # kombu's DecodeError, ContentDisallowed
+            dead_letter_task(ledger, message, f"the task message cannot be decoded: {exc}")
+            return True
+        shape = _misshapen(decoded)
+        if shape:
+            # Celery's Request would fail on it later, in the pool, unsettled.
+            dead_letter_task(ledger, message, shape)
+            return True
+        if not task_id or gate.needs_celery(headers, decoded):
+            declined[0] = message
+            return False
+        args, task_kwargs, _ = decoded
+        call = TaskCall(task.name, task_id, args, task_kwargs)
+        entry = ledger.open(message, TASK_QUEUE, call)
+        unreadable = amqp_tolerance.unreadable(message)
+        if unreadable:
+            ledger.fail(entry, InvalidEvent(unreadable))
+            return True
+        try:
+            futures = publish(task, call, signature)
+        except (InvalidEvent, PublishRefused) as exc:
+            ledger.fail(entry, exc)
+            return True
+        ledger.expect(entry, futures)
+        return True
+
     def handle(
         message: Message, body: Any, ack: Any, reject: Any, callbacks: Any, **kw: Any
     ) -> None:
         if not ledger.ready():
             celery_way(message, body, ack, reject, callbacks, **kw)
             return
-        headers = message.headers or {}
-        task_id = str(headers.get("id") or "")
-        decoded: Any = None
-        if body is None:  # protocol 2 (body given: protocol 1, which Celery decoded)
-            try:
-                decoded = payload(message)
-            except Exception as exc:  # kombu's DecodeError, ContentDisallowed
-                dead_letter_task(ledger, message, f"the task message cannot be decoded: {exc}")
-                return
-            shape = _misshapen(decoded)
-            if shape:
-                # Celery's Request would fail on it later, in the pool, unsettled.
-                dead_letter_task(ledger, message, shape)
-                return
-        if not task_id or callbacks or gate.needs_celery(headers, decoded):
-            # Celery's path settles it; the ledger keeps its place in line.
-            _through_celery(
-                ledger, celery_way, task_id, message, body, ack, reject, callbacks, **kw
-            )
+        # Body given: protocol 1, which Celery decoded; callbacks: someone watches.
+        if declined[0] is message:
+            declined[0] = None  # the consumer's fast lane asked already (celery_consumer)
+        elif body is None and not callbacks and in_line(message):
             return
-        args, task_kwargs, _ = decoded  # needs_celery() checked its shape
-        call = TaskCall(task.name, task_id, args, task_kwargs)
-        entry = ledger.open(message, TASK_QUEUE, call)
-        unreadable = amqp_tolerance.unreadable(message)
-        if unreadable:
-            ledger.fail(entry, InvalidEvent(unreadable))
-            return
-        try:
-            futures = publish(task, call, signature)
-        except (InvalidEvent, PublishRefused) as exc:
-            ledger.fail(entry, exc)
-            return
-        ledger.expect(entry, futures)
+        # Celery's path settles it; the ledger keeps its place in line.
+        task_id = str((message.headers or {}).get("id") or "")
+        _through_celery(ledger, celery_way, task_id, message, body, ack, reject, callbacks, **kw)
 
+    # The consumer's fast lane takes the task's messages straight to in_line().
+    lanes = getattr(consumer, "in_line", None)
+    if lanes is not None:
+        lanes[task.name] = lambda message: ledger.ready() and in_line(message)
     return handle
 
 
