@@ -171,6 +171,20 @@ def cpu_per_event(run: dict[str, Any]) -> dict[str, float]:
     }
 
 
+def against_router(throughput: dict[str, Any]) -> dict[str, float]:
+    """The worker's CPU per event in (a') and (a) over the router's in (d), this run."""
+    direct = throughput.get("d")
+    router = cpu_per_event(direct).get("router", math.nan) if direct else math.nan
+    shares = {}
+    for name, path, process, _ in CPU_TARGETS:
+        run = throughput.get(path)
+        if run and not math.isnan(router):
+            shares[name.removeprefix("worker CPU ")] = stats.ratio(
+                cpu_per_event(run).get(process, math.nan), router
+            )
+    return shares
+
+
 def _num(value: Any, digits: int = 1) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
@@ -204,6 +218,12 @@ def table(results: dict[str, Any]) -> str:
                 cost = cpu_per_event(run)
                 cells = " ".join(f"{_num(cost.get(p), 0):>8}" for p in PROCESSES)
                 add(f"{LABELS[key]:{W}} {cells}")
+        shares = against_router(throughput)
+        if shares:
+            # Machines of one kind differ by more than the CPU targets' margins:
+            # the router's own cost in (d), measured in the same run, is the yardstick.
+            told = ", ".join(f"{name} {_num(share, 2)}" for name, share in shares.items())
+            add(f"worker CPU per event over the router's in (d): {told}")
     if results.get("latency"):
         add("")
         points = " ".join(f"{p:>7}" for p in ("p50", "p95", "p99", "max"))

@@ -252,3 +252,18 @@ def test_worker_cpu_per_event_is_judged_from_the_throughput_runs() -> None:
     }
     assert rows["worker CPU per task ≤ 70 µs"]["value"] == 100
     assert not rows["worker CPU per task ≤ 70 µs"]["met"]
+
+
+def test_the_workers_cpu_is_also_given_against_the_routers_in_d() -> None:
+    def run(rate: float, router: float, worker: float) -> dict:
+        usage = {"router": {"cpu_percent": router}, "worker": {"cpu_percent": worker}}
+        return {"path": "p", "events_per_s": rate, "usage": usage}
+
+    # (d): 100 % of a core for 5,000 events/s is 200 µs each; (a'): 30 % for
+    # 5,000 is 60 µs, (a): 40 % for 2,000 is 200 µs.
+    throughput = {"d": run(5000, 100, 0), "a'": run(5000, 80, 30), "a": run(2000, 60, 40)}
+    shares = report.against_router(throughput)
+    assert shares == {"per raw event": pytest.approx(0.3), "per task": pytest.approx(1.0)}
+    text = report.table({"throughput": throughput})
+    assert "over the router's in (d): per raw event 0.30, per task 1.00" in text
+    assert "over the router's in (d)" not in report.table({"throughput": {"a": throughput["a"]}})
