@@ -55,6 +55,15 @@ def task_call(message: Message) -> TaskCall | None:
     return TaskCall(name, task_id, list(args), kwargs)
 
 
+def _misnamed(headers: dict[str, Any]) -> str | None:
+    """Why a task message's `task` or `id` header cannot be taken as it is, or None."""
+    for key in ("task", "id"):
+        value = headers.get(key)
+        if value is not None and type(value) is not str:
+            return f"the {key!r} header must be text, not {type(value).__name__}"
+    return None
+
+
 class Consumer(CeleryConsumer):  # type: ignore[misc]
     """Celery's worker consumer (`worker_consumer`), see the module docstring."""
 
@@ -74,12 +83,24 @@ class Consumer(CeleryConsumer):  # type: ignore[misc]
 
         def on_task_received(message: Message) -> None:
             headers = message.headers
-            if type(headers) is dict and not watchers:
-                name = headers.get("task")
-                lane = lanes.get(name) if type(name) is str else None
+            if type(headers) is dict and worker_ledger.ready():
+                misnamed = _misnamed(headers)
+                if misnamed:
+                    dead_letter_task(worker_ledger, message, misnamed)
+                    return
+                lane = None if watchers else lanes.get(headers.get("task"))  # type: ignore[arg-type]
                 if lane is not None and lane(message):
                     return
-            through_celery(message)
+            try:
+                through_celery(message)
+            except Exception as exc:
+                if not worker_ledger.ready():
+                    raise
+                # Raised before Celery settled it: it would wait unacked for good.
+                log.warning("Celery could not take a task message: %r", exc)
+                reason = f"Celery could not take the task message: {exc!r}"
+                if not worker_ledger.refuse(message, InvalidEvent(reason)):
+                    dead_letter_task(worker_ledger, message, reason)
 
         return on_task_received
 

@@ -37,6 +37,7 @@ from workers.runtime import open_ledger, sink
 
 log = logging.getLogger(__name__)
 _CHAINING = ("callbacks", "errbacks", "chain", "chord")
+REJECTED = "Celery rejected the task without requeueing it (the worker's log says why)"
 _WATCHED = (
     signals.task_received,
     signals.task_prerun,
@@ -240,8 +241,13 @@ def _telling(ledger: Ledger, message: Message) -> tuple[Callable[..., None], Cal
     def ack(*args: Any) -> None:
         ledger.settle_foreign(message, message.ack_log_error, *args)
 
-    def reject(*args: Any) -> None:
-        ledger.settle_foreign(message, message.reject_log_error, *args)
+    def reject(logger: Any, errors: Any, requeue: bool = False) -> None:
+        # Not requeued, it would be dropped (the queue has no dead-letter
+        # exchange): kept instead, as RabbitMQ would with one (an ETA no date
+        # can hold, a task raising `Reject`).
+        if not requeue and ledger.refuse(message, InvalidEvent(REJECTED)):
+            return
+        ledger.settle_foreign(message, message.reject_log_error, logger, errors, requeue)
 
     return ack, reject
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import CancelledError
 from functools import partial
@@ -100,6 +100,7 @@ class Entry:
         "queue",
         "remaining",
         "task",
+        "task_id",
     )
 
     def __init__(self, message: Message, queue: str, task: TaskCall | None, foreign: bool) -> None:
@@ -115,6 +116,8 @@ class Entry:
         self.held = False
         # Acked on its own, never by a `multiple` ack (its channel skipped tags).
         self.alone = False
+        # The task id of a message Celery holds (`foreign`), for `adopt`.
+        self.task_id: str | None = None
 
 
 class _Line:
@@ -139,8 +142,10 @@ class Ledger:
         self._foreign: dict[int, Entry] = {}
         # Celery tasks the pool is running, by task id: the ledger may adopt them.
         # Keyed by task id and delivery tag: two messages may carry one task id.
-        self._tasks: dict[tuple[str, int], Entry] = {}
-        self._adopted: set[tuple[str, int]] = set()
+        # Task id -> the messages Celery holds that carry it (two may share one).
+        self._tasks: dict[str, list[Entry]] = {}
+        # Task ids whose messages the ledger took over, with how many of each.
+        self._adopted: Counter[str] = Counter()
         # Held entries that were adopted and are now settled: outside any line.
         self._loose: list[Entry] = []
         self._lock = threading.Lock()
@@ -177,7 +182,10 @@ class Ledger:
             for channel in [c for c in self._lines if not _is_open(c)]:
                 del self._lines[channel]
             self._foreign = {k: e for k, e in self._foreign.items() if _is_open(e.message.channel)}
-            self._tasks = {k: e for k, e in self._tasks.items() if _is_open(e.message.channel)}
+            tasks = {
+                k: [e for e in es if _is_open(e.message.channel)] for k, es in self._tasks.items()
+            }
+            self._tasks = {k: es for k, es in tasks.items() if es}
         if self._hub is not None:
             self._hub.call_soon(self.flush)
 
@@ -193,7 +201,8 @@ class Ledger:
         with self._lock:
             self._foreign[id(message)] = entry
             if task_id:
-                self._tasks[(task_id, int(message.delivery_tag))] = entry
+                entry.task_id = task_id
+                self._tasks.setdefault(task_id, []).append(entry)
         return entry
 
     def _append(self, entry: Entry) -> Entry:
@@ -244,29 +253,42 @@ class Ledger:
             entry.remaining = 0
         self._complete(entry, error)
 
-    def adopt(self, task: TaskCall, futures: Iterable[Completes], delivery_tag: int) -> bool:
+    def adopt(self, task: TaskCall, futures: Iterable[Completes]) -> bool:
         """Take over a message Celery's pool is running (a countdown, a chain) once its task
-        has published: the ledger, not Celery, settles it. False if it is not in the ledger."""
-        key = (task.id, int(delivery_tag))
+        has published: the ledger, not Celery, settles it. False if it is not in the ledger,
+        or if several messages Celery holds carry this task id (which one is running?)."""
         with self._lock:
-            entry = self._tasks.pop(key, None)
-            if entry is None or self._foreign.pop(id(entry.message), None) is None:
+            entries = self._tasks.get(task.id)
+            if not entries or len(entries) > 1:
                 return False
-            self._adopted.add(key)
+            entry = entries[0]
+            if self._foreign.pop(id(entry.message), None) is None:
+                return False
+            self._forget_task(entry)
+            self._adopted[task.id] += 1
         entry.task = task
         with self._lock:
             entry.foreign = False
         self.expect(entry, futures)
         return True
 
-    def adopted(self, task_id: str, delivery_tag: int) -> bool:
+    def adopted(self, task_id: str) -> bool:
         """Whether the ledger took this task's message over (then Celery must not ack it)."""
-        key = (task_id, int(delivery_tag))
         with self._lock:
-            if key in self._adopted:
-                self._adopted.discard(key)
+            if self._adopted[task_id] > 0:
+                self._adopted[task_id] -= 1
+                if not self._adopted[task_id]:
+                    del self._adopted[task_id]
                 return True
             return False
+
+    def _forget_task(self, entry: Entry) -> None:
+        """Under the lock: `entry` is no longer Celery's to run."""
+        entries = self._tasks.get(entry.task_id or "")
+        if entries is not None and entry in entries:
+            entries.remove(entry)
+            if not entries:
+                del self._tasks[entry.task_id or ""]
 
     def settle_foreign(self, message: Message, settle: Callable[..., Any], *args: Any) -> None:
         """Celery's ack or reject of a message it handled (`settle(*args)`), run on the
@@ -283,22 +305,24 @@ class Ledger:
         else:
             self._hub.call_soon(run)
 
-    def refuse(self, message: Message, error: BaseException) -> None:
+    def refuse(self, message: Message, error: BaseException) -> bool:
         """A message handed to Celery's path that it refused before running it (an invalid
-        task, a body it cannot decode): dead-lettered with `error` in its turn, not dropped."""
+        task, a body it cannot decode): dead-lettered with `error` in its turn, not dropped.
+        False if the ledger holds no such message for Celery."""
         with self._lock:
             entry = self._foreign.pop(id(message), None)
             if entry is None:
-                return
-            self._tasks = {k: e for k, e in self._tasks.items() if e is not entry}
+                return False
+            self._forget_task(entry)
         self.fail(entry, error)
+        return True
 
     def _foreign_settled(self, message: Message) -> None:
         with self._lock:
             entry = self._foreign.pop(id(message), None)
             if entry is None:
                 return
-            self._tasks = {k: e for k, e in self._tasks.items() if e is not entry}
+            self._forget_task(entry)
             entry.done = True
             if entry.held:
                 line = self._lines.get(message.channel)

@@ -79,7 +79,11 @@ class LetterBox:
     ) -> None:
         """Keep `message` (or the task call) in the dead-letter queue with `reason`; `code`
         is the word for it that the metrics count (tidings.names.DEAD_LETTER_CODES)."""
-        what = f"task {task.name} {task.id}" if task else "raw event"
+        if task is not None:
+            what = f"task {task.name} {task.id}"
+        else:
+            raw = message is not None and message.delivery_info.get("exchange") == EVENTS_EXCHANGE
+            what = "raw event" if raw else "task message"
         fields = {"reason": code, "task_id": task.id if task else None}
         log.warning("dead-lettering %s: %s", what, reason, extra=fields)
         if task is not None:

@@ -33,7 +33,7 @@ class AckAfterPublish(Request):  # type: ignore[misc]
     """A task request the ledger may take over once its publishes are sent (workers.ledger)."""
 
     def acknowledge(self) -> None:
-        if ledger.adopted(self.id, self.delivery_info.get("delivery_tag") or 0):
+        if ledger.adopted(self.id):
             self.acknowledged = True  # the ledger acks it after the router's acknowledgement
         else:
             super().acknowledge()
@@ -72,8 +72,7 @@ class PublishingTask(Task):  # type: ignore[misc]
         publisher = get_publisher(settings())
         futures = sink().send(outgoing)
         ready = request.id and not request.is_eager and ledger.ready()
-        tag = (request.delivery_info or {}).get("delivery_tag") or 0
-        if ready and ledger.adopt(self._call(), futures, tag):
+        if ready and ledger.adopt(self._call(), futures):
             return len(outgoing)
         try:
             for future in futures:

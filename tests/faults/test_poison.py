@@ -317,6 +317,7 @@ def test_text_that_is_not_utf8_costs_its_message_not_the_worker(
 
 BOMB = bz2.compress(b"a" * (40 << 20))  # 49 bytes that grow to 40 MiB
 TASK_HEADERS = {"lang": "py", "task": "tidings.publish"}
+TASK_BODY = json.dumps([[TOPIC, {"m": "MARKER"}], {}, {}]).encode()
 
 # case: (exchange, task headers or None for a raw event, body, extra headers, reason)
 UNTAKEABLE: dict[str, tuple[str, dict[str, Any] | None, bytes, dict[str, Any], str]] = {
@@ -344,7 +345,7 @@ UNTAKEABLE: dict[str, tuple[str, dict[str, Any] | None, bytes, dict[str, Any], s
     "task-unknown": (
         "tidings",
         {**TASK_HEADERS, "task": "tidings.no_such_task"},
-        json.dumps([[TOPIC, {"m": "MARKER"}], {}, {}]).encode(),
+        TASK_BODY,
         {},
         "unknown task 'tidings.no_such_task'",
     ),
@@ -358,6 +359,36 @@ UNTAKEABLE: dict[str, tuple[str, dict[str, Any] | None, bytes, dict[str, Any], s
     ),
     "task-protocol-1-without-name": ("tidings", {}, b'{"args": []}', {}, "not a Celery task"),
     "task-not-json": ("tidings", TASK_HEADERS, b"[not json", {}, "cannot be decoded"),
+    "task-name-a-list": (
+        "tidings",
+        {**TASK_HEADERS, "task": ["tidings.publish"]},
+        TASK_BODY,
+        {},
+        "'task' header must be text",
+    ),
+    "task-id-a-list": ("tidings", {**TASK_HEADERS, "id": ["x"]}, TASK_BODY, {}, "must be text"),
+    "task-without-id": ("tidings", {**TASK_HEADERS, "id": None}, TASK_BODY, {}, "KeyError"),
+    "task-timelimit-not-a-list": (
+        "tidings",
+        {**TASK_HEADERS, "timelimit": 5, "expires": "2100-01-01T00:00:00+00:00"},
+        TASK_BODY,
+        {},
+        "could not take the task message",
+    ),
+    "task-eta-no-date-holds": (
+        "tidings",
+        {**TASK_HEADERS, "eta": "0001-01-01T00:00:00+05:00"},
+        TASK_BODY,
+        {},
+        "rejected the task",
+    ),
+    "task-protocol-1-name-a-list": (
+        "tidings",
+        {},
+        b'{"task": ["tidings.publish"], "id": "MARKER", "args": [], "kwargs": {}}',
+        {},
+        "could not take the task message",
+    ),
     # A pickle from the network would be code execution: never loaded, kept.
     "task-pickle": (
         "tidings",
@@ -385,8 +416,8 @@ def test_a_body_the_worker_cannot_take_is_dead_lettered_and_nothing_waits(
     extra = dict(extra)
     content_type = extra.pop("content_type", "application/json")
     headers = {"x-marker": marker, **extra}
-    if task_headers is not None:
-        headers.update(task_headers, id=marker if task_headers else None)
+    if task_headers:
+        headers.update({"id": marker, **task_headers})
     try:
         with Connection(vhost, transport_options={"confirm_publish": True}) as connection:
             Producer(connection).publish(
@@ -417,5 +448,36 @@ def test_a_body_the_worker_cannot_take_is_dead_lettered_and_nothing_waits(
         assert worker.alive()
         gapped = [line for line in worker.log.lines if "never reached the ledger" in line]
         assert not gapped, gapped
+    finally:
+        source.close()
+
+
+def test_a_task_run_by_the_pool_is_acked_by_the_ledger_after_its_publish(
+    router, vhost, start_worker, subscribe
+):
+    # A chain Celery cannot follow fails the run after the task published: only
+    # the ledger, having adopted the message, acks it. Keyed by delivery tag,
+    # which Celery's requests do not carry, it never adopted one: unacked for good.
+    worker = start_worker(router, vhost)
+    counter = subscribe(router.ws_url, "fault-poison", [TOPIC])
+    source = EventSource(vhost, TOPIC)
+    marker = f"pool-{uuid.uuid4()}"
+    try:
+        with Connection(vhost, transport_options={"confirm_publish": True}) as connection:
+            Producer(connection).publish(
+                json.dumps([[TOPIC, {"m": marker}], {}, {"chain": "not a chain"}]),
+                exchange="tidings",
+                routing_key="tidings",
+                headers={**TASK_HEADERS, "id": marker},
+                content_type="application/json",
+                content_encoding="utf-8",
+                serializer=None,
+            )
+        counter.wait_all({marker}, 30, lambda: rabbit.explain(vhost))
+        deadline = time.monotonic() + 20
+        while (depths := rabbit.queue_depths(vhost))["tidings"] != (0, 0):
+            assert time.monotonic() < deadline, f"left unacked: {depths}"
+            time.sleep(0.2)
+        assert worker.alive()
     finally:
         source.close()

@@ -19,6 +19,11 @@ class CeleryMessage(Message):
         self.ack(multiple)
 
 
+class RejectingMessage(CeleryMessage):
+    def reject_log_error(self, logger: Any, errors: Any, requeue: bool = False) -> None:
+        self.reject(requeue)
+
+
 @pytest.fixture
 def wired(monkeypatch: pytest.MonkeyPatch) -> tuple[Ledger, Hub, list[Any]]:
     """`in_line` over a ledger of fakes; Celery's own path records what it was given."""
@@ -80,13 +85,18 @@ def test_a_message_the_ledger_never_saw_makes_it_ack_one_by_one(wired) -> None:
     assert channel.acks == [(1, True), (3, False), (4, False), (5, False)]
 
 
-@pytest.mark.parametrize("error", [InvalidTaskError, ContentDisallowed, DecodeError])
-def test_a_task_celery_refuses_is_dead_lettered_in_its_turn(error, monkeypatch) -> None:
+def _ledger() -> tuple[Letters, Ledger, Hub]:
     letters = Letters()
     ledger = Ledger(letters, max_redeliveries=3)  # type: ignore[arg-type]
     hub = Hub()
     ledger.use_hub(hub)
     hub.run()
+    return letters, ledger, hub
+
+
+@pytest.mark.parametrize("error", [InvalidTaskError, ContentDisallowed, DecodeError])
+def test_a_task_celery_refuses_is_dead_lettered_in_its_turn(error, monkeypatch) -> None:
+    letters, ledger, hub = _ledger()
 
     def refusing(*_: Any, **__: Any) -> Any:
         def run(*_: Any, **__: Any) -> None:
@@ -110,4 +120,26 @@ def test_a_task_celery_refuses_is_dead_lettered_in_its_turn(error, monkeypatch) 
     # The refused one acked alone once its copy is kept; the others in runs.
     assert channel.acks == [(1, True), (2, False), (4, True)]
     assert channel.rejects == []
+    assert not ledger._foreign and len(ledger) == 0
+
+
+@pytest.mark.parametrize("requeue", [False, True])
+def test_a_task_celery_rejects_is_dead_lettered_unless_requeued(requeue, monkeypatch) -> None:
+    letters, ledger, hub = _ledger()
+
+    def rejecting(*_: Any, **__: Any) -> Any:
+        # As Celery's strategy does with an ETA no date can hold.
+        return lambda message, body, ack, reject, callbacks: reject(None, (), requeue)
+
+    monkeypatch.setattr(inline, "default", rejecting)
+    monkeypatch.setattr(inline, "open_ledger", lambda hub_: ledger)
+    channel = Channel()
+    handle = inline.in_line(object(), object(), SimpleNamespace(hub=hub))
+    handle(RejectingMessage(channel, 1), None, None, None, None)
+    hub.run()
+    if requeue:
+        assert channel.rejects == [(1, True)] and letters.dead == []
+    else:
+        assert channel.rejects == [] and channel.acks == [(1, False)]
+        assert letters.dead == [(1, inline.REJECTED)]
     assert not ledger._foreign and len(ledger) == 0
