@@ -252,21 +252,28 @@ def _telling(ledger: Ledger, message: Message) -> tuple[Callable[..., None], Cal
     return ack, reject
 
 
+def misfitting(name: str, signature: inspect.Signature, args: Any, kwargs: Any) -> str | None:
+    """Why arguments do not fit the task (Celery would fail it and ack it away), or None.
+
+    Called once a plan raised TypeError, to tell misfit arguments from a fault
+    of the plan: binding costs more than the rest of a publish.
+    """
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        return f"arguments do not fit {name}({', '.join(signature.parameters)}): {exc}"
+    return None
+
+
 def publish(task: Any, call: TaskCall, signature: inspect.Signature) -> list[Any]:
     """Send the task's publishes; their futures. Raises InvalidEvent or PublishRefused."""
     try:
         try:
             outgoing = task.plan(call.id, *call.args, **call.kwargs)
         except TypeError:
-            # Arguments that do not fit the task (Celery would fail it and ack it
-            # away) are told from a fault of the plan by binding them, only now:
-            # binding costs more than the rest of a publish.
-            try:
-                signature.bind(*call.args, **call.kwargs)
-            except TypeError as exc:
-                parameters = ", ".join(signature.parameters)
-                reason = f"arguments do not fit {task.name}({parameters}): {exc}"
-                raise InvalidEvent(reason) from None
+            misfit = misfitting(task.name, signature, call.args, call.kwargs)
+            if misfit:
+                raise InvalidEvent(misfit) from None
             raise
         return sink().send(outgoing)
     except InvalidEvent:

@@ -22,6 +22,7 @@ from tidings.names import (
     PUBLISH_TASK,
 )
 from workers.celery_app import app
+from workers.inline import misfitting
 from workers.letterbox import TaskCall
 from workers.runtime import ledger, letters, settings, sink
 
@@ -68,6 +69,14 @@ class PublishingTask(Task):  # type: ignore[misc]
             outgoing = self.plan(request.id, *args, **kwargs)
         except InvalidEvent as exc:
             self.dead_letter(str(exc), DEAD_INVALID)
+            return 0
+        except TypeError:
+            # Misfit arguments (a protocol-1 message, a countdown): Celery would
+            # fail the task and ack it away.
+            misfit = misfitting(self.name, inspect.signature(self.run), args, kwargs)
+            if misfit is None:
+                raise
+            self.dead_letter(misfit, DEAD_INVALID)
             return 0
         publisher = get_publisher(settings())
         futures = sink().send(outgoing)

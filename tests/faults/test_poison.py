@@ -382,6 +382,13 @@ UNTAKEABLE: dict[str, tuple[str, dict[str, Any] | None, bytes, dict[str, Any], s
         {},
         "rejected the task",
     ),
+    "task-protocol-1-misfit-arguments": (
+        "tidings",
+        {},
+        b'{"task": "tidings.publish", "id": "MARKER", "args": [1, 2, 3, 4, 5, 6, 7], "kwargs": {}}',
+        {},
+        "arguments do not fit tidings.publish",
+    ),
     "task-protocol-1-name-a-list": (
         "tidings",
         {},
