@@ -37,6 +37,23 @@ def dead_letter_task(
     ledger.fail(ledger.open(message, TASK_QUEUE, call), InvalidEvent(reason))
 
 
+def dead_letter_undecodable(ledger: Ledger, message: Message, exc: BaseException) -> None:
+    """Dead-letter a task message whose body cannot be decoded, saying why."""
+    dead_letter_task(ledger, message, f"the task message cannot be decoded: {exc}")
+
+
+def misshapen(decoded: Any) -> str | None:
+    """Why a protocol-2 task body is not [args, kwargs, options], or None."""
+    if not isinstance(decoded, list | tuple) or len(decoded) != 3:
+        return "a task message's body must be [args, kwargs, options]"
+    args, task_kwargs, embed = decoded
+    if not isinstance(args, list | tuple) or not isinstance(task_kwargs, dict):
+        return "a task message's body must be [args, kwargs, options]"
+    if embed is not None and not isinstance(embed, dict):
+        return "a task message's options must be an object"
+    return None
+
+
 def task_call(message: Message) -> TaskCall | None:
     """The task a protocol-2 message asks for, if its headers and body say it plainly."""
     headers = message.headers or {}
@@ -47,11 +64,9 @@ def task_call(message: Message) -> TaskCall | None:
         decoded = message.decode()
     except Exception:
         return None
-    if not isinstance(decoded, list | tuple) or len(decoded) != 3:
+    if misshapen(decoded):
         return None
     args, kwargs, _ = decoded
-    if not isinstance(args, list | tuple) or not isinstance(kwargs, dict):
-        return None
     return TaskCall(name, task_id, list(args), kwargs)
 
 
@@ -104,7 +119,7 @@ class Consumer(CeleryConsumer):  # type: ignore[misc]
 
         return on_task_received
 
-    def _in_line(self, message: Message) -> bool:
+    def _from_task_queue(self, message: Message) -> bool:
         # The task queue's messages only: the broadcast (pidbox) consumer reports
         # its decode errors here too, on a channel of its own.
         task_consumer = getattr(self, "task_consumer", None)
@@ -112,21 +127,21 @@ class Consumer(CeleryConsumer):  # type: ignore[misc]
         return worker_ledger.ready() and channel is not None and message.channel is channel
 
     def on_decode_error(self, message: Message, exc: BaseException) -> None:
-        if not self._in_line(message):
+        if not self._from_task_queue(message):
             super().on_decode_error(message, exc)
             return
         log.warning("a task message cannot be decoded: %s", exc)
-        dead_letter_task(worker_ledger, message, f"the task message cannot be decoded: {exc}")
+        dead_letter_undecodable(worker_ledger, message, exc)
 
     def on_unknown_message(self, body: Any, message: Message) -> None:
-        if not self._in_line(message):
+        if not self._from_task_queue(message):
             super().on_unknown_message(body, message)
             return
         reason = "not a Celery task message: no task named in its headers"
         dead_letter_task(worker_ledger, message, reason)
 
     def on_unknown_task(self, body: Any, message: Message, exc: BaseException) -> None:
-        if not self._in_line(message):
+        if not self._from_task_queue(message):
             super().on_unknown_task(body, message, exc)
             return
         name = (message.headers or {}).get("task")

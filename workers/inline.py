@@ -30,7 +30,7 @@ from kombu.message import Message
 from tidings.errors import InvalidEvent, PublishRefused
 from tidings.names import TASK_QUEUE
 from workers import amqp_tolerance
-from workers.celery_consumer import dead_letter_task
+from workers.celery_consumer import dead_letter_task, dead_letter_undecodable, misshapen
 from workers.ledger import Ledger
 from workers.letterbox import TaskCall
 from workers.runtime import open_ledger, sink
@@ -59,7 +59,7 @@ class Gate:
         self.rate_limits = not consumer.disable_rate_limits
 
     def needs_celery(self, headers: dict[str, Any], decoded: Any) -> bool:
-        if decoded is None or _misshapen(decoded):
+        if decoded is None or misshapen(decoded):
             return True  # protocol 1, or malformed: Celery reports it its way
         embed = decoded[2]
         if embed and any(embed.get(key) for key in _CHAINING):
@@ -87,25 +87,26 @@ def strategy(task: Any, app: Any, consumer: Any, **kwargs: Any) -> Callable[...,
     gate = Gate(task, consumer)
     signature = inspect.signature(task.run)
 
-    declined: list[Message | None] = [None]  # the last message in_line() left to Celery
+    declined: Message | None = None  # the last message in_line() left to Celery
 
     def in_line(message: Message) -> bool:
         """Publish a protocol-2 message here, or dead-letter it; False, having done
         nothing, if it needs Celery's own path."""
+        nonlocal declined
         headers = message.headers or {}
         task_id = str(headers.get("id") or "")
         try:
             decoded = payload(message)
         except Exception as exc:  # kombu's DecodeError, ContentDisallowed
-            dead_letter_task(ledger, message, f"the task message cannot be decoded: {exc}")
+            dead_letter_undecodable(ledger, message, exc)
             return True
-        shape = _misshapen(decoded)
+        shape = misshapen(decoded)
         if shape:
             # Celery's Request would fail on it later, in the pool, unsettled.
             dead_letter_task(ledger, message, shape)
             return True
         if not task_id or gate.needs_celery(headers, decoded):
-            declined[0] = message
+            declined = message
             return False
         args, task_kwargs, _ = decoded
         call = TaskCall(task.name, task_id, args, task_kwargs)
@@ -125,35 +126,25 @@ def strategy(task: Any, app: Any, consumer: Any, **kwargs: Any) -> Callable[...,
     def handle(
         message: Message, body: Any, ack: Any, reject: Any, callbacks: Any, **kw: Any
     ) -> None:
+        nonlocal declined
         if not ledger.ready():
             celery_way(message, body, ack, reject, callbacks, **kw)
             return
         # Body given: protocol 1, which Celery decoded; callbacks: someone watches.
-        if declined[0] is message:
-            declined[0] = None  # the consumer's fast lane asked already (celery_consumer)
+        if declined is message:
+            declined = None  # the consumer's fast lane asked already (celery_consumer)
         elif body is None and not callbacks and in_line(message):
             return
         # Celery's path settles it; the ledger keeps its place in line.
         task_id = str((message.headers or {}).get("id") or "")
         _through_celery(ledger, celery_way, task_id, message, body, ack, reject, callbacks, **kw)
 
-    # The consumer's fast lane takes the task's messages straight to in_line().
+    # The consumer's fast lane takes the task's messages straight to in_line()
+    # (once the ledger is ready: it asks first).
     lanes = getattr(consumer, "in_line", None)
     if lanes is not None:
-        lanes[task.name] = lambda message: ledger.ready() and in_line(message)
+        lanes[task.name] = in_line
     return handle
-
-
-def _misshapen(decoded: Any) -> str | None:
-    """Why a protocol-2 task body is not [args, kwargs, options], or None."""
-    if not isinstance(decoded, list | tuple) or len(decoded) != 3:
-        return "a task message's body must be [args, kwargs, options]"
-    args, task_kwargs, embed = decoded
-    if not isinstance(args, list | tuple) or not isinstance(task_kwargs, dict):
-        return "a task message's body must be [args, kwargs, options]"
-    if embed is not None and not isinstance(embed, dict):
-        return "a task message's options must be an object"
-    return None
 
 
 # kombu decodes JSON with a decoder made per message (its object hook is passed

@@ -140,9 +140,8 @@ class Ledger:
         self.max_redeliveries = max_redeliveries
         self._lines: dict[Any, _Line] = {}
         self._foreign: dict[int, Entry] = {}
-        # Celery tasks the pool is running, by task id: the ledger may adopt them.
-        # Keyed by task id and delivery tag: two messages may carry one task id.
-        # Task id -> the messages Celery holds that carry it (two may share one).
+        # Celery tasks the pool is running, by task id: the ledger may adopt them
+        # (a list: two messages may carry one task id).
         self._tasks: dict[str, list[Entry]] = {}
         # Task ids whose messages the ledger took over, with how many of each.
         self._adopted: Counter[str] = Counter()
@@ -284,11 +283,12 @@ class Ledger:
 
     def _forget_task(self, entry: Entry) -> None:
         """Under the lock: `entry` is no longer Celery's to run."""
-        entries = self._tasks.get(entry.task_id or "")
-        if entries is not None and entry in entries:
+        task_id = entry.task_id
+        entries = self._tasks.get(task_id) if task_id else None
+        if task_id and entries is not None and entry in entries:
             entries.remove(entry)
             if not entries:
-                del self._tasks[entry.task_id or ""]
+                del self._tasks[task_id]
 
     def settle_foreign(self, message: Message, settle: Callable[..., Any], *args: Any) -> None:
         """Celery's ack or reject of a message it handled (`settle(*args)`), run on the
