@@ -6,8 +6,9 @@ dictionaries and a `KeyError` raised and caught per message (the lookup of a
 pending reply). When all three frames of a delivery are already in the
 transport's buffer, as they are for nearly every message of a busy queue,
 `locate` finds them and `deliver` decodes them with the same functions and
-rules as py-amqp, then calls py-amqp's own deliver handler, so the consumer
-callback sees what it would have seen.
+rules as py-amqp, then calls py-amqp's own deliver handler with the message
+kombu would have made of it, so the consumer callback sees what it would have
+seen.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import struct
 from typing import Any
 
 from amqp import spec
+from kombu.transport import base, pyamqp
 
 from workers.amqp_properties import decode_properties_basic
 from workers.amqp_tolerance import text
@@ -30,30 +32,44 @@ _content_header = struct.Struct(">HxxQ").unpack_from
 _tag_and_flag = struct.Struct(">QB").unpack_from
 
 
-class Delivery:
-    """What kombu and Celery read of py-amqp's `Message` for a delivered message."""
+class Received(pyamqp.Message):  # type: ignore[misc]
+    """A delivered message made as kombu's own at once: kombu's consumer takes it as it
+    is (amqp_transport.Channel), instead of wrapping a py-amqp message in a new one
+    through two constructors that take every field by keyword."""
 
-    __slots__ = ("body", "channel", "delivery_info", "properties")
+    __slots__ = ()
 
-    def __init__(self, body: bytes | str, properties: dict[str, Any]) -> None:
-        self.body = body
-        self.properties = properties
-        self.channel: Any = None
-        self.delivery_info: dict[str, Any] = {}
 
-    @property
-    def delivery_tag(self) -> Any:
-        return self.delivery_info.get("delivery_tag")
+def received(body: bytes | str, properties: dict[str, Any], delivery_tag: int) -> Received:
+    """The message kombu would make of this delivery (its channel and delivery_info are
+    set by py-amqp's deliver handler)."""
+    message = _new(Received)
+    headers = properties.get("application_headers") or {}
+    if headers.get("compression"):
+        # kombu's constructor decompresses, or keeps the error for the consumer.
+        base.Message.__init__(
+            message,
+            body=body,
+            delivery_tag=delivery_tag,
+            content_type=properties.get("content_type"),
+            content_encoding=properties.get("content_encoding"),
+            properties=properties,
+            headers=headers,
+        )
+        return message
+    message.body = body
+    message.delivery_tag = delivery_tag
+    message.content_type = properties.get("content_type")
+    message.content_encoding = properties.get("content_encoding")
+    message.properties = properties
+    message.headers = headers
+    message._decoded_cache = None
+    message._state = "RECEIVED"
+    message.accept = None
+    return message
 
-    @property
-    def headers(self) -> Any:
-        return self.properties.get("application_headers")
 
-    def __getattr__(self, name: str) -> Any:
-        # py-amqp's Message answers for its properties as attributes, too.
-        if name != "properties" and name in self.properties:
-            return self.properties[name]
-        raise AttributeError(name)
+_new = object.__new__
 
 
 # Where the frames of one delivery lie in a buffer: its channel, where the
@@ -123,5 +139,5 @@ def deliver(channel: Any, buffer: bytes, located: Located) -> None:
         bool(redelivered & 1),
         exchange,
         routing_key,
-        Delivery(body, properties),
+        received(body, properties, delivery_tag),
     )

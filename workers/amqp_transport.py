@@ -25,7 +25,7 @@ from kombu.transport import pyamqp
 
 from publisher.connection import gathered_wakes
 from workers import amqp_delivery
-from workers.amqp_delivery import FRAME_END, Located, frame_header, locate
+from workers.amqp_delivery import FRAME_END, Located, Received, frame_header, locate
 
 # Messages read per turn of the consumer's loop: enough to batch a busy queue,
 # few enough that timers and heartbeats wait a few milliseconds at most.
@@ -123,9 +123,19 @@ class BufferedTCPTransport(TCPTransport):  # type: ignore[misc]
         self._buffer, self._offset = buffer, 0
 
 
+class Channel(pyamqp.Channel):  # type: ignore[misc]
+    """kombu's channel, taking a message decoded in one step as the message it is."""
+
+    def message_to_python(self, raw_message: Any) -> Any:
+        if type(raw_message) is Received:
+            return raw_message
+        return super().message_to_python(raw_message)
+
+
 class Connection(pyamqp.Connection):  # type: ignore[misc]
     """A py-amqp connection over BufferedTCPTransport (TLS keeps py-amqp's own transport)."""
 
+    Channel = Channel
     buffered: type[BufferedTCPTransport] = BufferedTCPTransport
 
     def Transport(
