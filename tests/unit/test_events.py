@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import re
@@ -131,3 +132,90 @@ def test_a_payload_passed_without_encoding_would_pass_encoded():
 def test_a_plain_looking_payload_is_still_refused_for_what_it_holds(value: Any, reason: str):
     with pytest.raises(InvalidEvent, match=reason):
         events.publish("tidings.user.1", {"v": value})
+
+
+# Bodies where JSON readers are known to differ: numbers past a float or a 64-bit
+# integer, NaN and Infinity (the standard library's extension), lone surrogates,
+# byte order marks, UTF-16, nesting deeper than a stack, and plain invalid JSON.
+_ODD_BODIES: list[bytes | str] = [
+    '{"n": 18446744073709551616, "m": -9223372036854775809}',
+    '{"big": 123456789012345678901234567890}',
+    '{"f": 1' + "0" * 400 + ".0}",
+    '{"f": 1e400, "g": -1e400, "h": 123.456e-789}',
+    '{"x": NaN, "y": Infinity, "z": -Infinity}',
+    '{"s": "\\ud800"}',
+    '{"s": "\\ude00\\ud83d", "t": "\\ud83d\\ude00"}',
+    '{"s": "\ud800"}',
+    b'\xef\xbb\xbf{"a": 1}',
+    "\ufeff{}",
+    '{"a": 1}'.encode("utf-16"),
+    b'{"a": "\xff"}',
+    '{"a": ' * 5000 + "1" + "}" * 5000,
+    '{"d": ' + "9" * 5000 + "}",
+    '{"a": 1, "a": 2}',
+    '{"a": 1,}',
+    '{"a": 01}',
+    '{"a": "\t"}',
+    '{"a": "\x7f"}',
+    "[1, 2]",
+    '"text"',
+    "",
+    '{"a": 1} x',
+]
+
+
+def _reading(body: bytes | str) -> Any:
+    try:
+        value = events.decode(body)
+    except InvalidEvent as exc:
+        return ("refused", str(exc))
+    return ("value", value)
+
+
+def _stdlib_reading(body: bytes | str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """What `decode` gave before msgspec read first: the standard library's reading."""
+
+    def unread(body: bytes | str) -> Any:
+        raise ValueError("left to the standard library")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(events, "quick_json", unread)
+        return _reading(body)
+
+
+def _random_json(rng: random.Random, depth: int = 0) -> Any:
+    kind = rng.randrange(8 if depth < 4 else 5)
+    if kind == 0:
+        return rng.choice([None, True, False])
+    if kind == 1:
+        return rng.choice([0, -1, 2**31, 2**63 - 1, 2**63, 2**64, -(2**63) - 1, 10**30])
+    if kind == 2:
+        return rng.choice([0.1, -0.0, 1e-320, 1.7976931348623157e308, 5e-324, rng.random()])
+    if kind in (3, 4):
+        alphabet = 'aé\u00ff\u2028\U0001f600"\\/\b\f\n\r\t\x00\x1f'
+        return "".join(rng.choice(alphabet) for _ in range(rng.randrange(6)))
+    if kind == 5:
+        return [_random_json(rng, depth + 1) for _ in range(rng.randrange(4))]
+    return {str(_random_json(rng, 4)): _random_json(rng, depth + 1) for _ in range(4)}
+
+
+@pytest.mark.parametrize("body", _ODD_BODIES, ids=range(len(_ODD_BODIES)))
+def test_a_body_is_read_as_the_standard_library_reads_it(
+    body: bytes | str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # msgspec reads first; where it would read otherwise, the standard library does.
+    # The comparison is on repr: NaN is not equal to itself, and -0.0 is equal to 0.0.
+    assert repr(_reading(body)) == repr(_stdlib_reading(body, monkeypatch))
+
+
+def test_random_json_is_read_as_the_standard_library_reads_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rng = random.Random(1403)
+    for _ in range(2000):
+        document = {"type": "publish", "v": _random_json(rng)}
+        text = json.dumps(document, ensure_ascii=rng.random() < 0.5)
+        for body in (text, text.encode()):
+            assert repr(_reading(body)) == repr(_stdlib_reading(body, monkeypatch))
+    # The quick reader is really used: it takes what the standard library takes.
+    assert events.quick_json(b'{"type": "publish"}') == {"type": "publish"}

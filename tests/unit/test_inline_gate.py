@@ -104,11 +104,16 @@ def _message(body: Any, content_type: str = "application/json", accept: Any = No
         '[["tidings.user.1", {"text": "é"}], {}, {"chain": null}]',
         '{"__type__": "datetime", "__value__": "2026-12-03T10:00:00"}',  # kombu's own types
         '{"__type__": "uuid", "__value__": {"hex": "6c1f0c8a5d3e4b8e9a573f1f5b2a9e10"}}',
+        '[["t", {"\\u005f_type__": "datetime", "__value__": "2026-12-03T10:00:00"}], {}, {}]',
+        '[["t", {"n": 18446744073709551616, "m": -9223372036854775809}], {}, {}]',
+        '[["t", {"x": NaN, "y": 1e400}], {}, {}]',
+        '[["\\ud800"], {}, {}]',
         "",
     ],
 )
 def test_a_task_body_decodes_as_kombu_decodes_it(body: str) -> None:
-    assert payload(_message(body)) == _message(body).payload
+    # Compared on repr: NaN is not equal to itself.
+    assert repr(payload(_message(body))) == repr(_message(body).payload)
     assert type(payload(_message(body))) is type(_message(body).payload)
 
 
