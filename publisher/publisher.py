@@ -232,24 +232,31 @@ _PLAIN = _publish_options()
 _PLAIN_DETAILS = _PLAIN.message_attr()
 
 _instance: Publisher | None = None
-_instance_pid: int | None = None
 _instance_lock = threading.Lock()
 
 
-def get_publisher(config: Settings | None = None) -> Publisher:
-    """The process's Publisher, created on first use (from `config`, else the environment).
+def _forget_after_fork() -> None:
+    """In a forked child (a Celery pool process): the parent's session and loop thread
+    did not come along, so the child makes a Publisher of its own."""
+    global _instance, _instance_lock
+    _instance = None
+    _instance_lock = threading.Lock()
 
-    Keyed by pid: a forked child (a Celery pool process) never reuses its
-    parent's session or loop thread, which do not survive a fork.
-    """
-    global _instance, _instance_pid
-    pid = os.getpid()
-    if _instance is None or _instance_pid != pid:
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+def get_publisher(config: Settings | None = None) -> Publisher:
+    """The process's Publisher, created on first use (from `config`, else the environment);
+    a forked child never reuses its parent's (asked for per publish: no system call)."""
+    global _instance
+    instance = _instance
+    if instance is None:
         with _instance_lock:
-            if _instance is None or _instance_pid != pid:
+            if _instance is None:
                 _instance = Publisher(config).start()
-                _instance_pid = pid
-    return _instance
+            instance = _instance
+    return instance
 
 
 def publish(topic: str, payload: Any, **options: Any) -> None:

@@ -11,7 +11,6 @@ when an autobahn upgrade moves what this relies on.
 
 from __future__ import annotations
 
-import functools
 import logging
 import struct
 import time
@@ -30,8 +29,14 @@ from publisher.publish_meters import ACK_SECONDS, IN_FLIGHT
 from publisher.publish_meters import PUBLISHED as PUBLISHED_METER
 
 log = logging.getLogger(__name__)
-# How autobahn encodes MsgPack, for messages sent without its message objects.
-_packb = functools.partial(msgpack.packb, use_bin_type=True)
+
+
+# How autobahn encodes MsgPack (`packb(..., use_bin_type=True)`), for messages
+# sent without its message objects; `packb` makes a new Packer per call.
+def _packer() -> Callable[[Any], bytes]:
+    return msgpack.Packer(use_bin_type=True).pack  # type: ignore[no-any-return]
+
+
 # WAMP message types of an acknowledged publish.
 PUBLISH, PUBLISHED, ERROR = 16, 17, 8
 
@@ -106,6 +111,7 @@ class RawSocket(WampRawSocketClientProtocol):  # type: ignore[misc]
     """RawSocket that writes a message as one segment, and a corked batch as one write."""
 
     _corked: list[bytes] | None = None
+    _pack: Callable[[Any], bytes] | None = None
 
     def sendString(self, data: bytes) -> None:
         if len(data) > self.max_length_send:
@@ -122,7 +128,11 @@ class RawSocket(WampRawSocketClientProtocol):  # type: ignore[misc]
 
     def send_raw(self, message: list[Any]) -> None:
         """Send a WAMP message given as its list form, as autobahn would marshal it."""
-        self._send_encoded(_packb, message)
+        pack = self._pack
+        if pack is None:
+            # One per connection, used on its loop only (a Packer is not thread-safe).
+            pack = self._pack = _packer()
+        self._send_encoded(pack, message)
 
     def stringReceived(self, payload: bytes) -> None:
         quick = getattr(self._session, "quick", None)
