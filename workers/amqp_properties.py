@@ -3,9 +3,10 @@
 A Celery task carries a header table of some twenty entries, which py-amqp
 reads with a generic decoder driven by a format string and a chain of tests
 per value: a fifth of a worker's CPU per task. This reads the same bytes into
-the same values, reading the top table's text, void, booleans and 32-bit
-integers directly; every other kind of value, nested tables and arrays
-included, goes to py-amqp's own reader. Text that is not valid UTF-8 is
+the same values, reading the top table's keys (known ones from a cache), text,
+void, booleans, 32-bit integers and an array of two voids directly; every
+other kind of value, nested tables and arrays included, goes to py-amqp's own
+reader. Text that is not valid UTF-8 is
 decoded by py-amqp's `pstr_t` (which workers.amqp_tolerance may replace, so
 it is looked up at each call).
 """
@@ -18,7 +19,9 @@ from typing import Any
 
 import amqp.serialization
 
-_TEXT, _VOID, _BOOL, _INT = b"SVtI"
+_TEXT, _VOID, _BOOL, _INT, _ARRAY = b"SVtIA"
+# An array of two voids, its length first.
+_TWO_VOIDS = struct.pack(">I", 2) + b"VV"
 _u16 = struct.Struct(">H").unpack_from
 _u32 = struct.Struct(">I").unpack_from
 _i32 = struct.Struct(">i").unpack_from
@@ -53,9 +56,10 @@ def decode_properties_basic(buf: bytes, offset: int) -> tuple[dict[str, Any], in
     properties: dict[str, Any] = {}
     (flags,) = _u16(buf, offset)
     offset += 2
-    for bit, name, kind in _PROPERTIES:
-        if not flags & bit:
-            continue
+    present = _present.get(flags)
+    if present is None:
+        present = _present[flags] = [(n, k) for bit, n, k in _PROPERTIES if flags & bit]
+    for name, kind in present:
         if kind == "s":
             end = offset + 1 + buf[offset]
             properties[name] = text(buf[offset + 1 : end])
@@ -72,21 +76,33 @@ def decode_properties_basic(buf: bytes, offset: int) -> tuple[dict[str, Any], in
     return properties, offset
 
 
+# The properties present, by their flags (a few combinations in any one deployment).
+_present: dict[int, list[tuple[str, str]]] = {}
+# Table keys by their bytes: a task's header table repeats the same twenty names.
+_keys: dict[bytes, str] = {}
+_MAX_KEYS = 4096
+
+
 def _table(buf: bytes, offset: int, end: int, text: Text) -> tuple[dict[Any, Any], int]:
     table: dict[Any, Any] = {}
+    keys = _keys
     while offset < end:
         start = offset + 1
         offset = start + buf[offset]
         raw = buf[start:offset]
-        try:
-            key: Any = raw.decode()
-        except UnicodeDecodeError:
-            key = _text(raw, text)
+        key: Any = keys.get(raw)
+        if key is None:
+            try:
+                key = raw.decode()
+            except UnicodeDecodeError:
+                key = _text(raw, text)  # never kept: the tolerant decoder must see it
+            else:
+                if len(keys) < _MAX_KEYS:
+                    keys[raw] = key
         kind = buf[offset]
         if kind == _TEXT:
-            (length,) = _u32(buf, offset + 1)
             start = offset + 5
-            offset = start + length
+            offset = start + _u32(buf, offset + 1)[0]
             raw = buf[start:offset]
             try:
                 table[key] = raw.decode()
@@ -96,11 +112,14 @@ def _table(buf: bytes, offset: int, end: int, text: Text) -> tuple[dict[Any, Any
             table[key] = None
             offset += 1
         elif kind == _INT:
-            (table[key],) = _i32(buf, offset + 1)
+            table[key] = _i32(buf, offset + 1)[0]
             offset += 5
         elif kind == _BOOL:
             table[key] = bool(buf[offset + 1])
             offset += 2
+        elif kind == _ARRAY and buf[offset + 1 : offset + 7] == _TWO_VOIDS:
+            table[key] = [None, None]  # Celery's `timelimit` when none is set
+            offset += 7
         else:
             # Nested tables and arrays too: py-amqp reads them with one frame of
             # the stack per level, and so as deep as it did before.
