@@ -13,9 +13,10 @@ from celery import Celery
 from celery.signals import worker_init, worker_process_init
 
 from tidings.names import TASK_QUEUE
-from workers import (  # noqa: F401 (logs: JSON lines when asked for)
+from workers import (  # noqa: F401 (logs: JSON lines when asked for; heap: on worker_ready)
     amqp_tolerance,
     bounded_decompression,
+    heap,
     logs,
 )
 from workers.delivery import DeliveryConsumer
