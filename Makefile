@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install lock run run-router run-worker test lint bench soak clean
+.PHONY: install lock run run-router run-worker test lint bench bench-instructions soak clean
 
 NODE_EXAMPLES := docs/examples/node
 
@@ -68,9 +68,14 @@ lint: install
 bench: install
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
+# The worker's instructions per event under callgrind: a figure that does not
+# move with the machine's speed, for comparing changes (docs/performance.md).
+bench-instructions: install
+	$(BIN)/python -m bench.instructions $(BENCH_ARGS)
+
 soak: install
 	$(BIN)/pytest -m soak $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) web/node_modules $(NODE_EXAMPLES)/node_modules .pytest_cache
-	rm -f bench/results.json bench/results.png
+	rm -f bench/results.json bench/results.png bench/instructions.json

@@ -69,9 +69,13 @@ class BenchWorker(Worker):
             argv=argv,
         )
         self._probe = stack.probe
+        self._wrapper = list(stack.worker_wrapper)
 
     def start(self, timeout: float = 60) -> BenchWorker:
-        self._spawn([*self.argv, *self.extra], self.env, self.logdir / f"{self.name}.log", ROOT)
+        if self._wrapper:
+            timeout *= 10  # a worker under valgrind starts several times slower
+        argv = [*self._wrapper, *self.argv, *self.extra]
+        self._spawn(argv, self.env, self.logdir / f"{self.name}.log", ROOT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.alive():
@@ -98,19 +102,22 @@ class Stack:
         share: Stack | None = None,
         max_connections: int | None = None,
         env: dict[str, str] | None = None,
+        worker_wrapper: tuple[str, ...] = (),
     ) -> None:
         """redis_url: shared mode (history and presence in that Redis); metrics: off
         counts nothing and serves no endpoint (TIDINGS_*_METRICS_PORT=0); node: the
         router node's name (TIDINGS_NODE, shared mode); share: another node of the same
         deployment, whose vhost and secrets this one uses; max_connections: the router's
         WebSocket connection limit (the project's config's if None); env: more settings
-        for the router and the workers."""
+        for the router and the workers; worker_wrapper: a command each worker runs under
+        (bench.instructions: callgrind)."""
         self.redis_url = redis_url
         self.metrics = metrics
         self.node = node
         self.share = share
         self.max_connections = max_connections
         self.extra_env = dict(env or {})
+        self.worker_wrapper = worker_wrapper
         self.dir = workdir
         self.pool = pool
         self.concurrency = concurrency
