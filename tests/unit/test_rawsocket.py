@@ -143,3 +143,18 @@ def test_a_websocket_session_is_not_for_quick_publishes():
     session._transport = object()  # type: ignore[attr-defined]
     assert not rawsocket.publish_quick(session, "t", {}, {}, lambda e: None)
     assert rawsocket.protocol_of(session) is None
+
+
+def test_a_publish_that_cannot_be_encoded_leaves_the_next_one_whole():
+    # One encoder serves the connection: what a refused message half wrote
+    # must not end up in the next one.
+    proto, transport, session = protocol()
+    proto.isOpen = lambda: True  # type: ignore[method-assign]
+    for bad in ({"n": 2**70}, {"x": ["text", object()]}):
+        with pytest.raises(SerializationError, match="unable to serialize"):
+            rawsocket.publish_quick(session, "tidings.user.1", bad, {}, lambda e: None)
+    assert transport.writes == [] and not session.quick
+    rawsocket.publish_quick(session, "tidings.user.1", {"n": 1}, {}, lambda e: None)
+    (request,) = session.quick
+    expected = msgpack.packb([PUBLISH, request, {}, "tidings.user.1", [{"n": 1}]])
+    assert transport.writes == [frame(expected)]
