@@ -119,3 +119,17 @@ class PublishTimeout(PublishError, Transient):
 
 class Unavailable(Transient):
     """A part tidings depends on (the router, the broker, Redis) cannot be reached."""
+
+
+def detached(error: BaseException) -> BaseException:
+    """`error` without its traceback and the errors it was raised from or during.
+
+    Kept for its message while a message waits to be dead-lettered, an error
+    with its traceback would hold the frames that handled the message, and
+    with them the message: a reference cycle, which only the garbage
+    collector frees, and the worker runs it rarely (workers/heap.py).
+    """
+    error.__traceback__ = None
+    error.__context__ = None
+    error.__cause__ = None
+    return error

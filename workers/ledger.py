@@ -31,7 +31,7 @@ from typing import Any, Protocol
 from kombu.message import Message
 
 from publisher import meters
-from tidings.errors import InvalidArgument, InvalidEvent, Refused
+from tidings.errors import InvalidArgument, InvalidEvent, Refused, detached
 from tidings.names import DEAD_INVALID, DEAD_REDELIVERIES, DEAD_REFUSED
 from workers.letterbox import LetterBox, TaskCall, redeliveries
 from workers.metrics import CONSUMED, REDELIVERED
@@ -250,7 +250,11 @@ class Ledger:
         with self._lock:
             entry.foreign = False
             entry.remaining = 0
-        self._complete(entry, error)
+        # Neither the error nor the message may keep a traceback: its frames hold
+        # the message, a cycle that would keep its body until a rare collection.
+        if getattr(entry.message, "errors", None):
+            entry.message.errors = []  # type: ignore[assignment]  # kombu: why a body was undecodable
+        self._complete(entry, detached(error))
 
     def adopt(self, task: TaskCall, futures: Iterable[Completes]) -> bool:
         """Take over a message Celery's pool is running (a countdown, a chain) once its task
@@ -334,6 +338,8 @@ class Ledger:
         # On the Publisher's thread, once per publish: one lock, and a flush
         # asked for only if none is due yet.
         error = _error_of(future)
+        if error is not None:
+            error = detached(error)  # its traceback's frames may hold the payload
         with self._lock:
             entry.remaining -= 1
             if error is not None and entry.error is None:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import gc
+import json
 import os
+import sys
+import weakref
 from typing import Any
 
 import pytest
@@ -303,3 +307,37 @@ def test_a_forked_child_cannot_settle_its_parents_messages(parts) -> None:
     os.waitpid(pid, 0)
     assert answer == b"0"
     assert ledger.ready()
+
+
+def _refused(ledger: Ledger, channel: Channel, tag: int) -> weakref.ref[Message]:
+    """A message refused as the consumers refuse one: the ledger fails it from inside the
+    handler, with an error raised while another was handled, kombu's own decode error
+    kept on the message; a weak reference to it."""
+    message = Message(channel, tag)
+    try:
+        raise ValueError("Unterminated string")  # kombu's, kept with its traceback
+    except ValueError:
+        message.errors = [sys.exc_info()]  # type: ignore[attr-defined]
+    entry = ledger.open(message, "tidings.events")
+    try:
+        try:
+            json.loads("{")
+        except ValueError as exc:
+            raise InvalidEvent(f"not JSON: {exc}") from None
+    except InvalidEvent as exc:
+        ledger.fail(entry, exc)
+    return weakref.ref(message)
+
+
+def test_a_refused_message_is_freed_as_soon_as_it_is_settled_not_by_the_collector(parts):
+    # The worker collects reference cycles rarely (workers/heap.py): a traceback kept
+    # with a refused message would hold its frames and the message, body and all.
+    ledger, hub, channel, letters = parts
+    gc.disable()
+    try:
+        refs = [_refused(ledger, channel, tag) for tag in (1, 2, 3)]
+        hub.run()
+        assert [tag for tag, _ in letters.dead] == [1, 2, 3]
+        assert [ref() for ref in refs] == [None, None, None]
+    finally:
+        gc.enable()
