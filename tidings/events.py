@@ -82,7 +82,9 @@ def decode(body: bytes | str) -> dict[str, Any]:
 
 # msgspec reads JSON four times faster than the standard library, into the same
 # values where it reads it at all (tests/unit/test_events.py compares the two).
-quick_json = msgspec.json.Decoder().decode
+# Floats are read by `float`, as the standard library reads them: msgspec's own
+# reading takes 13 µs for a number written with an exponent of 289 or more.
+quick_json = msgspec.json.Decoder(float_hook=float).decode
 
 
 def _read_json(body: bytes | str) -> Any:

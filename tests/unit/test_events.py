@@ -219,3 +219,12 @@ def test_random_json_is_read_as_the_standard_library_reads_it(
             assert repr(_reading(body)) == repr(_stdlib_reading(body, monkeypatch))
     # The quick reader is really used: it takes what the standard library takes.
     assert events.quick_json(b'{"type": "publish"}') == {"type": "publish"}
+
+
+def test_floats_are_read_by_float_as_the_standard_library_reads_them() -> None:
+    # msgspec's own reading of a number written with an exponent of 289 or more
+    # takes 13 µs, twenty times the standard library's: a cheap way to stall a worker.
+    assert events.quick_json.__self__.float_hook is float  # type: ignore[attr-defined]
+    assert events.decode('{"f": [1e308, 0.001e293, 1e-320, 1.5]}') == {
+        "f": [1e308, 1e290, 1e-320, 1.5]
+    }
