@@ -36,6 +36,10 @@ from workers.letterbox import TaskCall
 from workers.runtime import open_ledger, sink
 
 log = logging.getLogger(__name__)
+# A tidings task stands for publishes of at most 60 KiB each (MAX_EVENT_BYTES):
+# even with every character written as a \u escape, its body stays far below
+# this. Larger, it is dead-lettered before it is read.
+MAX_TASK_BYTES = 1 << 20
 _CHAINING = ("callbacks", "errbacks", "chain", "chord")
 REJECTED = "Celery rejected the task without requeueing it (the worker's log says why)"
 _WATCHED = (
@@ -93,6 +97,10 @@ def strategy(task: Any, app: Any, consumer: Any, **kwargs: Any) -> Callable[...,
         """Publish a protocol-2 message here, or dead-letter it; False, having done
         nothing, if it needs Celery's own path."""
         nonlocal declined
+        if len(message.body) > MAX_TASK_BYTES:
+            reason = f"the task message's body is larger than {MAX_TASK_BYTES} bytes"
+            dead_letter_task(ledger, message, reason)
+            return True
         headers = message.headers or {}
         task_id = str(headers.get("id") or "")
         try:

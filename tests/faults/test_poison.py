@@ -396,6 +396,13 @@ UNTAKEABLE: dict[str, tuple[str, dict[str, Any] | None, bytes, dict[str, Any], s
         {},
         "could not take the task message",
     ),
+    "task-body-too-large": (
+        "tidings",
+        TASK_HEADERS,
+        json.dumps([[TOPIC, {"m": "MARKER", "big": "x" * (1 << 20)}], {}, {}]).encode(),
+        {},
+        "larger than 1048576 bytes",
+    ),
     # A pickle from the network would be code execution: never loaded, kept.
     "task-pickle": (
         "tidings",
