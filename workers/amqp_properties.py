@@ -58,7 +58,9 @@ def decode_properties_basic(buf: bytes, offset: int) -> tuple[dict[str, Any], in
     offset += 2
     present = _present.get(flags)
     if present is None:
-        present = _present[flags] = [(n, k) for bit, n, k in _PROPERTIES if flags & bit]
+        present = [(n, k) for bit, n, k in _PROPERTIES if flags & bit]
+        if len(_present) < _MAX_FLAGS:
+            _present[flags] = present
     for name, kind in present:
         if kind == "s":
             end = offset + 1 + buf[offset]
@@ -76,8 +78,10 @@ def decode_properties_basic(buf: bytes, offset: int) -> tuple[dict[str, Any], in
     return properties, offset
 
 
-# The properties present, by their flags (a few combinations in any one deployment).
+# The properties present, by their flags (a few combinations in any one deployment;
+# a producer setting odd bits could make thousands, so only so many are kept).
 _present: dict[int, list[tuple[str, str]]] = {}
+_MAX_FLAGS = 64
 # Table keys by their bytes: a task's header table repeats the same twenty names.
 _keys: dict[bytes, str] = {}
 _MAX_KEYS = 4096

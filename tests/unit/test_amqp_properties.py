@@ -12,7 +12,7 @@ import amqp
 import amqp.serialization
 import pytest
 
-from workers import amqp_tolerance
+from workers import amqp_properties, amqp_tolerance
 from workers.amqp_properties import decode_properties_basic
 
 
@@ -152,3 +152,12 @@ def test_nesting_as_deep_as_py_amqp_reads_is_read_alike(kind: bytes) -> None:
         amqp.serialization.decode_properties_basic(too_deep, 0)
     with pytest.raises(RecursionError):
         decode_properties_basic(too_deep, 0)
+
+
+def test_properties_in_every_combination_leave_a_bounded_cache() -> None:
+    # Flags a producer chose (RabbitMQ passes even the two reserved bits on):
+    # the walk of each combination is kept for a few only.
+    for flags in range(0x0003, 0x4000, 0x0041):
+        buf = struct.pack(">H", flags | 0x8000) + b"\x04text" + b"\x00" * 64
+        assert decode_properties_basic(buf, 0)[0]["content_type"] == "text"
+    assert len(amqp_properties._present) <= amqp_properties._MAX_FLAGS
