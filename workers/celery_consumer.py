@@ -20,7 +20,7 @@ from celery.worker.consumer import Consumer as CeleryConsumer
 from kombu.message import Message
 from vine import promise
 
-from tidings.errors import InvalidEvent
+from tidings.errors import InvalidEvent, detached
 from tidings.names import TASK_QUEUE
 from workers.ledger import Ledger
 from workers.letterbox import TaskCall
@@ -39,7 +39,9 @@ def dead_letter_task(
 
 def dead_letter_undecodable(ledger: Ledger, message: Message, exc: BaseException) -> None:
     """Dead-letter a task message whose body cannot be decoded, saying why."""
-    dead_letter_task(ledger, message, f"the task message cannot be decoded: {exc}")
+    reason = f"the task message cannot be decoded: {exc}"
+    detached(exc)  # kombu re-raised it from a frame that holds it and the message
+    dead_letter_task(ledger, message, reason)
 
 
 def misshapen(decoded: Any) -> str | None:
@@ -114,6 +116,7 @@ class Consumer(CeleryConsumer):  # type: ignore[misc]
                 # Raised before Celery settled it: it would wait unacked for good.
                 log.warning("Celery could not take a task message: %r", exc)
                 reason = f"Celery could not take the task message: {exc!r}"
+                detached(exc)  # its frames hold the message: no cycle to wait for
                 if not worker_ledger.refuse(message, InvalidEvent(reason)):
                     dead_letter_task(worker_ledger, message, reason)
 

@@ -26,7 +26,7 @@ from celery.worker.strategy import default
 from kombu.exceptions import ContentDisallowed, DecodeError
 from kombu.message import Message
 
-from tidings.errors import InvalidEvent, PublishRefused
+from tidings.errors import InvalidEvent, PublishRefused, detached
 from tidings.events import quick_json
 from tidings.names import TASK_QUEUE
 from workers import amqp_tolerance
@@ -234,7 +234,9 @@ def _through_celery(
     except (InvalidTaskError, ContentDisallowed, DecodeError) as exc:
         # Celery's consumer would reject (drop) or ack it: dead-lettered with
         # the reason instead, in its turn, its place in line freed.
-        ledger.refuse(message, InvalidEvent(f"Celery refused the task: {exc}"))
+        reason = f"Celery refused the task: {exc}"
+        detached(exc)  # kombu re-raised it from a frame that holds it and the message
+        ledger.refuse(message, InvalidEvent(reason))
 
 
 def _telling(ledger: Ledger, message: Message) -> tuple[Callable[..., None], Callable[..., None]]:

@@ -18,7 +18,7 @@ from kombu.message import Message
 
 from publisher import get_publisher
 from tidings import events
-from tidings.errors import InvalidEvent, PublishRefused
+from tidings.errors import InvalidEvent, PublishRefused, detached
 from tidings.names import EVENTS_QUEUE
 from workers import amqp_tolerance, metrics
 from workers.metrics import health
@@ -94,7 +94,9 @@ class RawEventConsumer(bootsteps.ConsumerStep):  # type: ignore[misc]
         message is dead-lettered with the reason, in its turn."""
         self.consumed += 1
         entry = ledger.open(message, EVENTS_QUEUE)
-        ledger.fail(entry, InvalidEvent(f"the body cannot be decoded: {exc}"))
+        reason = f"the body cannot be decoded: {exc}"
+        detached(exc)  # kombu re-raised it from a frame that holds it and the message
+        ledger.fail(entry, InvalidEvent(reason))
 
 
 def _message_id(message: Message) -> str | None:
