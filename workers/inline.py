@@ -36,10 +36,11 @@ from workers.letterbox import TaskCall
 from workers.runtime import open_ledger, sink
 
 log = logging.getLogger(__name__)
-# A tidings task stands for publishes of at most 60 KiB each (MAX_EVENT_BYTES):
-# even with every character written as a \u escape, its body stays far below
-# this. Larger, it is dead-lettered before it is read.
-MAX_TASK_BYTES = 1 << 20
+# A tidings task stands for a payload of at most 60 KiB (MAX_EVENT_BYTES) and two
+# lists of at most 1,000 user ids of 64 characters: about 1.6 MB at the most,
+# with every character written as kombu writes it (a surrogate pair of \u
+# escapes for an emoji). Larger, it is dead-lettered before it is read.
+MAX_TASK_BYTES = 4 << 20
 _CHAINING = ("callbacks", "errbacks", "chain", "chord")
 REJECTED = "Celery rejected the task without requeueing it (the worker's log says why)"
 _WATCHED = (

@@ -399,9 +399,9 @@ UNTAKEABLE: dict[str, tuple[str, dict[str, Any] | None, bytes, dict[str, Any], s
     "task-body-too-large": (
         "tidings",
         TASK_HEADERS,
-        json.dumps([[TOPIC, {"m": "MARKER", "big": "x" * (1 << 20)}], {}, {}]).encode(),
+        json.dumps([[TOPIC, {"m": "MARKER", "big": "x" * (4 << 20)}], {}, {}]).encode(),
         {},
-        "larger than 1048576 bytes",
+        "larger than 4194304 bytes",
     ),
     # A pickle from the network would be code execution: never loaded, kept.
     "task-pickle": (
