@@ -108,8 +108,8 @@ def count(
     events: int,
     progress: Progress,
     warmup: int = WARMUP,
-) -> float:
-    """Instructions per event of the worker `pid` on `path` (warmed up first)."""
+) -> Path:
+    """The callgrind dump of the worker `pid` while `events` went down `path` (after a warm-up)."""
     send(bench, path, warmup, lambda _: None)
     before = set(out.glob(f"callgrind.{pid}.*"))
     control(pid, "--zero")
@@ -126,13 +126,19 @@ def count(
         time.sleep(0.1)
     dump = max(dumps, key=lambda p: int(p.name.rsplit(".", 1)[1]))
     time.sleep(0.5)  # written in one go, but let it finish
-    return total_instructions(dump) / events
+    return dump
 
 
 def run(
-    broker_url: str, events: int, paths: list[str], progress: Progress, warmup: int = WARMUP
+    broker_url: str,
+    events: int,
+    paths: list[str],
+    progress: Progress,
+    warmup: int = WARMUP,
+    keep: Path | None = None,
 ) -> dict[str, Any]:
-    """Start the stack with its worker under callgrind; instructions per event by path."""
+    """Start the stack with its worker under callgrind; instructions per event by path
+    (with `keep`, each path's dump is copied there, for `callgrind_annotate`)."""
     workdir = Path(tempfile.mkdtemp(prefix="tidings-instructions-"))
     out = workdir / "callgrind"
     out.mkdir()
@@ -159,8 +165,11 @@ def run(
             pid = stack.worker_pids()[0]
             for path in paths:
                 progress.step(f"({path}) {PATHS[path]}: {events} events", 1)
-                per_event = count(bench, pid, out, path, events, progress, warmup)
-                results["per_event"][path] = per_event
+                dump = count(bench, pid, out, path, events, progress, warmup)
+                results["per_event"][path] = total_instructions(dump) / events
+                if keep is not None:
+                    keep.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(dump, keep / f"callgrind.{path.replace(chr(39), 'p')}")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     per_event = results["per_event"]
@@ -183,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--events", type=int, default=2000, help="events counted per path")
     p.add_argument("--only", default=",".join(PATHS), help="comma-separated paths: a',a,e")
     p.add_argument("--out", default="bench", help="folder for instructions.json")
+    p.add_argument("--keep", type=Path, help="copy each path's callgrind dump to this folder")
     args = p.parse_args(argv)
     paths = args.only.split(",")
     unknown = [path for path in paths if path not in PATHS]
@@ -190,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown paths {unknown}" if unknown else "valgrind is not installed")
         return 2
     progress = Progress(1 + len(paths))
-    results = run(Settings.from_environ(os.environ).broker_url, args.events, paths, progress)
+    broker_url = Settings.from_environ(os.environ).broker_url
+    results = run(broker_url, args.events, paths, progress, keep=args.keep)
     progress.finish()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

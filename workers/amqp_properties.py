@@ -19,6 +19,8 @@ from typing import Any
 
 import amqp.serialization
 
+from workers import header_shapes
+
 _TEXT, _VOID, _BOOL, _INT, _ARRAY = b"SVtIA"
 # An array of two voids, its length first.
 _TWO_VOIDS = struct.pack(">I", 2) + b"VV"
@@ -64,11 +66,22 @@ def decode_properties_basic(buf: bytes, offset: int) -> tuple[dict[str, Any], in
     for name, kind in present:
         if kind == "s":
             end = offset + 1 + buf[offset]
-            properties[name] = text(buf[offset + 1 : end])
+            raw = buf[offset + 1 : end]
+            try:
+                properties[name] = raw.decode()
+            except UnicodeDecodeError:
+                properties[name] = text(raw)
             offset = end
         elif kind == "F":
             (length,) = _u32(buf, offset)
-            properties[name], offset = _table(buf, offset + 4, offset + 4 + length, text)
+            start, end = offset + 4, offset + 4 + length
+            table = header_shapes.read(buf, start, end) if length else {}
+            if table is None:
+                table, offset = _table(buf, start, end, text)
+                header_shapes.learn(buf, start, end, table)
+            else:
+                offset = end
+            properties[name] = table
         elif kind == "o":
             properties[name] = buf[offset]
             offset += 1
