@@ -13,7 +13,6 @@ seen.
 
 from __future__ import annotations
 
-import contextlib
 import struct
 from typing import Any
 
@@ -111,11 +110,14 @@ def locate(buffer: bytes, offset: int) -> Located | None:
 
 
 def _short_text(buffer: bytes, offset: int) -> tuple[str, int]:
-    length = buffer[offset]
-    end = offset + 1 + length
-    # Tolerant, as py-amqp's own reader is with amqp_tolerance installed: a routing
-    # key that is not UTF-8 costs its message (dead-lettered), not the consumer.
-    return text(buffer[offset + 1 : end]), end
+    end = offset + 1 + buffer[offset]
+    raw = buffer[offset + 1 : end]
+    try:
+        return raw.decode(), end
+    except UnicodeDecodeError:
+        # Tolerant, as py-amqp's own reader is with amqp_tolerance installed: a routing
+        # key that is not UTF-8 costs its message (dead-lettered), not the consumer.
+        return text(raw), end
 
 
 def deliver(channel: Any, buffer: bytes, located: Located) -> None:
@@ -131,8 +133,10 @@ def deliver(channel: Any, buffer: bytes, located: Located) -> None:
     body: bytes | str = buffer[body_start:body_end]
     encoding = properties.get("content_encoding")
     if encoding is not None and channel.auto_decode:
-        with contextlib.suppress(Exception):  # as py-amqp: the body stays bytes
+        try:  # noqa: SIM105 (suppress() builds a context manager per message)
             body = body.decode(encoding)  # type: ignore[union-attr]
+        except Exception:
+            pass  # as py-amqp: the body stays bytes
     channel._on_basic_deliver(
         consumer_tag,
         delivery_tag,
