@@ -30,6 +30,9 @@ _u32 = struct.Struct(">I").unpack_from
 # differs costs a few comparisons per table, not a walk more).
 MAX_SHAPES = 4
 LEARN_EVERY = 16
+# Larger tables are not learned: a Celery task's is about 600 bytes, and a
+# producer's huge tables must not make every other table's misses dear.
+MAX_SHAPE_BYTES = 4096
 
 
 class Shape:
@@ -60,6 +63,8 @@ def read(buf: bytes, offset: int, end: int) -> dict[str, Any] | None:
     """The table from `offset` to `end`, if it has a known shape; else None."""
     global _shapes
     shapes = _shapes
+    if end > len(buf):
+        return None  # a table past its frame: read entry by entry, failing as it did
     for index, shape in enumerate(shapes):
         table = _read(shape, buf, offset, end)
         if table is not None:
@@ -70,18 +75,20 @@ def read(buf: bytes, offset: int, end: int) -> dict[str, Any] | None:
 
 
 def _read(shape: Shape, buf: bytes, offset: int, end: int) -> dict[str, Any] | None:
-    table = shape.values.copy()
+    tail = shape.tail
+    if end < offset + len(tail) or not buf.startswith(tail, end - len(tail)):
+        return None  # the last bytes first: shapes that differ late cost no walk
+    table = shape.values.copy()  # at most MAX_SHAPE_BYTES of entries
     for same, size, key in shape.steps:
-        if not buf.startswith(same, offset):
-            return None
         start = offset + size + 4
+        if start > end or not buf.startswith(same, offset):
+            return None  # past the table's end: py-amqp stops there, so must this
         offset = start + _u32(buf, offset + size)[0]
         try:
             table[key] = buf[start:offset].decode()
         except UnicodeDecodeError:
             return None  # read entry by entry: the tolerant decoder must see it
-    tail = shape.tail
-    if offset + len(tail) != end or not buf.startswith(tail, offset):
+    if offset + len(tail) != end:
         return None
     for key, make in shape.fresh:
         table[key] = make()
@@ -95,8 +102,12 @@ def learn(buf: bytes, offset: int, end: int, table: dict[Any, Any]) -> None:
     _misses += 1
     if len(_shapes) >= MAX_SHAPES and _misses % LEARN_EVERY:
         return
+    if end - offset > MAX_SHAPE_BYTES:
+        return
     shape = _shape(buf, offset, end, table)
-    if shape is not None:
+    if shape is not None and not any(
+        s.steps == shape.steps and s.tail == shape.tail for s in _shapes
+    ):  # a known shape missed (a text with a surrogate): not kept twice
         _shapes = (shape, *_shapes[: MAX_SHAPES - 1])
 
 

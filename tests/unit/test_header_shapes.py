@@ -165,3 +165,44 @@ def test_a_producer_whose_every_table_differs_leaves_a_few_shapes() -> None:
         keys = [f"k{n}-{i}".encode() for i in range(3)]
         _read_alike(_table_of(*(_text(key, b"v") for key in keys)))
     assert len(header_shapes._shapes) <= header_shapes.MAX_SHAPES
+
+
+def test_a_table_that_ends_where_a_shape_goes_on_is_read_alike() -> None:
+    # The bytes after the table (here a timestamp) spell how the shape goes on:
+    # the shape must stop at the table's end, as py-amqp does, not read on.
+    rng = random.Random(7)
+    _read_alike(_encoded(_celery_headers(rng)))
+    timestamp = int.from_bytes(b"\x04taskS\x00\x00", "big")
+    buf = amqp.Message(
+        b"",
+        content_type="application/json",
+        application_headers={"lang": "py"},
+        timestamp=timestamp,
+    )._serialize_properties()
+    assert _read_alike(buf) == {"lang": "py"}
+
+
+def test_shapes_differing_in_their_last_entry_are_told_apart_by_it() -> None:
+    rng = random.Random(8)
+    layouts = [{**_celery_headers(rng), "stamped_headers": None, "n": n} for n in range(6)]
+    for round_ in range(3):
+        for layout in layouts:
+            headers = {**layout, "id": f"{round_}-{layout['n']}"}
+            assert _read_alike(_encoded(headers)) == headers
+    assert len(header_shapes._shapes) <= header_shapes.MAX_SHAPES
+
+
+def test_tables_too_large_or_known_already_are_not_learned(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(amqp.serialization, "pstr_t", amqp.serialization.pstr_t)
+    amqp_tolerance.install()
+    large = {f"k{i}": None for i in range(header_shapes.MAX_SHAPE_BYTES // 4)}
+    _read_alike(_encoded(large))
+    assert not header_shapes._shapes
+    # A lone surrogate misses the shape of its table (the tolerant decoder reads it):
+    # that shape is not kept again.
+    _read_alike(_table_of(_text(b"id", b"1")))
+    for _ in range(3):
+        _read_alike(_table_of(_text(b"id", b"\xed\xa0\x80")))
+    assert len(header_shapes._shapes) == 1
