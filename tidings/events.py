@@ -154,20 +154,22 @@ def publish(
         options["retain"] = True  # the catalogue says later subscribers get its last event
     if not isinstance(payload, dict):
         raise InvalidEvent(f"payload must be a JSON object, not {type(payload).__name__}")
-    for name in ("exclude_authids", "eligible_authids"):
-        _check_user_ids(name, options.get(name))
-    if options.get("retain") and (
-        options.get("exclude_authids") or options.get("eligible_authids")
-    ):
-        # Crossbar hands a retained event to every later subscriber, whoever it names.
-        raise InvalidEvent("retain cannot go with eligible_authids or exclude_authids")
+    if options:  # most publishes have none
+        for name in ("exclude_authids", "eligible_authids"):
+            _check_user_ids(name, options.get(name))
+        if options.get("retain") and (
+            options.get("exclude_authids") or options.get("eligible_authids")
+        ):
+            # Crossbar hands a retained event to every later subscriber, whoever it names.
+            raise InvalidEvent("retain cannot go with eligible_authids or exclude_authids")
+        options = {k: v for k, v in options.items() if v}
     stamped = {
         **payload,
         "event_id": _event_id(payload.get("event_id") or event_id),
         "at": _timestamp(payload.get("at") or at),
     }
     _check_size(stamped)
-    return Outgoing(topic, stamped, {k: v for k, v in options.items() if v})
+    return Outgoing(topic, stamped, options)
 
 
 def _check_user_id(name: str, value: Any) -> None:
