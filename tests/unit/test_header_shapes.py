@@ -11,6 +11,7 @@ import amqp
 import amqp.serialization
 import pytest
 
+from tests.unit.test_amqp_properties import _typed
 from workers import amqp_tolerance, header_shapes
 from workers.amqp_properties import decode_properties_basic
 
@@ -49,14 +50,6 @@ def _celery_headers(rng: random.Random) -> dict[str, Any]:
 def _encoded(headers: dict[str, Any]) -> bytes:
     properties = {"content_type": "application/json", "application_headers": headers}
     return amqp.Message(b"", **properties)._serialize_properties()
-
-
-def _typed(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {_typed(k): _typed(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_typed(v) for v in value]
-    return (type(value).__name__, value)
 
 
 def _read_alike(buf: bytes) -> dict[str, Any]:
