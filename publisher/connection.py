@@ -100,15 +100,20 @@ class WampConnection:
         if self._started:
             return self  # every publish passes here: no lock once running
         with self._start_lock:
-            if not self._started:
+            if not self._started and not self._closing:
                 self._started = True
                 self._thread.start()
         return self
 
     def close(self, timeout: float = 5.0) -> None:
-        if not self._started or self._closing:
-            return
-        self._closing = True
+        """Leave the session and release the connection's socket and loop before returning."""
+        with self._start_lock:
+            if self._closing:
+                return
+            self._closing = True
+            if not self._started:
+                self._loop.close()  # never ran; its selector and self-pipe go now
+                return
 
         async def _leave() -> None:
             if self._watchdog is not None:
@@ -207,7 +212,25 @@ class WampConnection:
     # -- the loop ----------------------------------------------------------
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
-        self._loop.run_until_complete(self._connect_forever())
+        try:
+            self._loop.run_until_complete(self._connect_forever())
+        finally:
+            self._shut_loop()
+
+    def _shut_loop(self) -> None:
+        """Close the loop, and the transport it still holds, now: left to the garbage
+        collector, each closed connection kept four file descriptors until a full
+        collection, which a worker runs rarely (workers.heap): a task opening and
+        closing a connection each time ran out of the router's connections."""
+        loop = self._loop
+        try:
+            tasks = asyncio.all_tasks(loop)
+            for task in tasks:
+                task.cancel()
+            # Also runs what closing the transport scheduled (its socket's close).
+            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        finally:
+            loop.close()
 
     async def _connect_forever(self) -> None:
         backoff = self._initial_backoff
@@ -230,6 +253,7 @@ class WampConnection:
             self._session = session
             return session
 
+        transport: asyncio.BaseTransport | None = None
         try:
             factory, host, port = rawsocket.transport_factory(self.url, make_session)
             transport, protocol = await self._loop.create_connection(factory, host, port)
@@ -250,6 +274,8 @@ class WampConnection:
             self.last_error = f"cannot connect to {self.url}: {exc.strerror or exc}"
             log.debug(self.last_error)
         finally:
+            if transport is not None:
+                transport.close()  # the session ended, perhaps with the socket still open
             self._not_joined()
             self._session = None
         return self._attempt_joined

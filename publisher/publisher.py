@@ -169,7 +169,8 @@ class Publisher:
         def stop_if_cancelled(done: Acked) -> None:
             # A caller that gave up (timeout) cancels the future: stop retrying too.
             if done.cancelled():
-                loop.call_soon_threadsafe(task.cancel)
+                with contextlib.suppress(RuntimeError):  # the connection closed: nothing runs
+                    loop.call_soon_threadsafe(task.cancel)
 
         future.add_done_callback(stop_if_cancelled)
 
