@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -23,6 +24,12 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 # Seconds a connected transport may take to get a joined session before it is dropped.
 JOIN_TIMEOUT = 30.0
+
+
+class ConnectionClosed(RuntimeError):
+    """The connection was closed: nothing more runs on it."""
+
+
 # Per thread: the connections whose loop is to be woken when `gathered_wakes` ends.
 _gathering = threading.local()
 
@@ -118,10 +125,16 @@ class WampConnection:
         async def _leave() -> None:
             if self._watchdog is not None:
                 self._watchdog.cancel()
+            ended = self._session_ended
             if self._session is not None and self._session.is_attached():
                 self._session.leave()
-            if self._session_ended is not None and not self._session_ended.done():
-                self._session_ended.set_result(None)
+                if ended is not None:
+                    # The router answers GOODBYE after acknowledging what came before
+                    # it: waited for (briefly), those publishes complete, not fail.
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(asyncio.shield(ended), min(1.0, timeout / 2))
+            if ended is not None and not ended.done():
+                ended.set_result(None)
 
         try:
             asyncio.run_coroutine_threadsafe(_leave(), self._loop).result(timeout)
@@ -133,9 +146,18 @@ class WampConnection:
     def loop(self) -> asyncio.AbstractEventLoop:
         return self._loop
 
+    @property
+    def closing(self) -> bool:
+        """Whether close() was called: nothing more runs on this connection."""
+        return self._closing
+
     def submit(self, coro: Awaitable[T]) -> Future[T]:
-        """Run a coroutine on the session's loop; thread-safe."""
+        """Run a coroutine on the session's loop; thread-safe. Raises ConnectionClosed
+        once the connection is closing."""
         self.start()
+        if self._closing:
+            coro.close()  # type: ignore[attr-defined]  # never awaited: said so, not warned
+            raise ConnectionClosed(f"the WAMP connection to {self.url} is closed")
         return asyncio.run_coroutine_threadsafe(coro, self._loop)  # type: ignore[arg-type]
 
     def call_soon(self, callback: Callable[..., None], *args: Any) -> None:
@@ -197,8 +219,12 @@ class WampConnection:
 
     def wait_joined(self, timeout: float) -> ApplicationSession:
         """Block the calling thread until the session has joined."""
+        if self._closing:
+            raise ConnectionClosed(f"the WAMP connection to {self.url} is closed")
         try:
             return self.submit(asyncio.wait_for(self.session(), timeout)).result(timeout + 1)
+        except CancelledError:
+            raise ConnectionClosed(f"the WAMP connection to {self.url} was closed") from None
         except TimeoutError as exc:
             raise TimeoutError(
                 f"no WAMP session with {self.url} after {timeout:.1f}s"
@@ -227,8 +253,12 @@ class WampConnection:
             tasks = asyncio.all_tasks(loop)
             for task in tasks:
                 task.cancel()
-            # Also runs what closing the transport scheduled (its socket's close).
-            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            # Also runs what closing the transport scheduled (its socket's close);
+            # a task slow to end does not hold the thread.
+            if tasks:
+                loop.run_until_complete(asyncio.wait(tasks, timeout=1.0))
+            else:
+                loop.run_until_complete(asyncio.sleep(0))
         finally:
             loop.close()
 
@@ -275,7 +305,9 @@ class WampConnection:
             log.debug(self.last_error)
         finally:
             if transport is not None:
-                transport.close()  # the session ended, perhaps with the socket still open
+                # The session ended, perhaps with the socket still open. Closing, what
+                # is left to write is dropped: the loop stops and could not send it.
+                transport.abort() if self._closing else transport.close()
             self._not_joined()
             self._session = None
         return self._attempt_joined

@@ -93,6 +93,9 @@ class Publisher:
         catalogue.family(topic)
         publish_options = _publish_options(**options) if options else _PLAIN
         future = Acked()
+        if self.connection.closing:
+            _complete(future, _closed(self.connection))  # nothing would ever send it
+            return future
         self.connection.call_soon(self._start, topic, payload, publish_options, future)
         return future
 
@@ -158,6 +161,10 @@ class Publisher:
         async def publish() -> None:
             try:
                 await self._publish(topic, payload, options)
+            except asyncio.CancelledError:
+                # The connection closed with the publish unsent: its caller hears so.
+                _complete(future, _closed(self.connection))
+                raise
             except Exception as exc:
                 _complete(future, exc)
             else:
@@ -205,6 +212,11 @@ def _complete(future: Acked, error: BaseException | None) -> None:
             future.set_result(None)
         else:
             future.set_exception(error)
+
+
+def _closed(connection: WampConnection) -> PublishTimeout:
+    url = connection.url
+    return PublishTimeout(f"the connection to {url} was closed before the publish went out")
 
 
 def _refused(topic: str, error: BaseException) -> BaseException:

@@ -113,6 +113,11 @@ class RawSocket(WampRawSocketClientProtocol):  # type: ignore[misc]
     _corked: list[bytes] | None = None
     _pack: Callable[[Any], bytes] | None = None
 
+    def _on_connection_lost(self, exc: Any) -> None:
+        if getattr(self, "_session", None) is None:
+            return  # closed before the handshake: no session to tell (autobahn warns)
+        super()._on_connection_lost(exc)
+
     def sendString(self, data: bytes) -> None:
         if len(data) > self.max_length_send:
             # A refusal of this message, not a fault of the link: never retried.

@@ -178,6 +178,9 @@ class Enqueuer:
                 connect_timeout=5,
             )
             connection.connect()
+            # Kept at once: if a declaration below fails, _drop() closes it (the
+            # garbage collector would, much later).
+            self._connection = connection
             channel = connection.channel()
             # As the workers declare them: nothing sent before the first worker is lost.
             channel.exchange_declare(EVENTS_EXCHANGE, "topic", durable=True, auto_delete=False)
