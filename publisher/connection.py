@@ -283,7 +283,7 @@ class WampConnection:
             self._session = session
             return session
 
-        transport: asyncio.BaseTransport | None = None
+        transport: asyncio.Transport | None = None
         try:
             factory, host, port = rawsocket.transport_factory(self.url, make_session)
             transport, protocol = await self._loop.create_connection(factory, host, port)
