@@ -183,7 +183,7 @@ def table(results: dict[str, Any]) -> str:
     for path, value in results["per_event"].items():
         lines.append(f"({path:2}) {PATHS[path]:34} {value:>10,.0f}")
     if "a/e" in results:
-        lines.append(f"(a)/(e) {results['a/e']:.2f}")
+        lines.append(f"instructions (a)/(e) {results['a/e']:.2f}")
     return "\n".join(lines)
 
 
