@@ -157,8 +157,12 @@ class WampConnection:
         self.start()
         if self._closing:
             coro.close()  # type: ignore[attr-defined]  # never awaited: said so, not warned
-            raise ConnectionClosed(f"the WAMP connection to {self.url} is closed")
+            self._refuse_if_closed()
         return asyncio.run_coroutine_threadsafe(coro, self._loop)  # type: ignore[arg-type]
+
+    def _refuse_if_closed(self) -> None:
+        if self._closing:
+            raise ConnectionClosed(f"the WAMP connection to {self.url} is closed")
 
     def call_soon(self, callback: Callable[..., None], *args: Any) -> None:
         """Run `callback(*args)` on the session's loop; thread-safe.
@@ -219,8 +223,7 @@ class WampConnection:
 
     def wait_joined(self, timeout: float) -> ApplicationSession:
         """Block the calling thread until the session has joined."""
-        if self._closing:
-            raise ConnectionClosed(f"the WAMP connection to {self.url} is closed")
+        self._refuse_if_closed()  # before making coroutines that would never run
         try:
             return self.submit(asyncio.wait_for(self.session(), timeout)).result(timeout + 1)
         except CancelledError:

@@ -198,7 +198,7 @@ class Enqueuer:
                     str(message.properties.get("message_id", ""))
                 )
             )
-            self._connection, self._channel, self._tag = connection, channel, 0
+            self._channel, self._tag = channel, 0
             self._answers.clear()
         return self._channel
 

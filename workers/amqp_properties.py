@@ -20,12 +20,9 @@ from typing import Any
 import amqp.serialization
 
 from workers import header_shapes
+from workers.header_shapes import ARRAY, BOOL, INT, TEXT, TWO_VOIDS, VOID, u32
 
-_TEXT, _VOID, _BOOL, _INT, _ARRAY = b"SVtIA"
-# An array of two voids, its length first.
-_TWO_VOIDS = struct.pack(">I", 2) + b"VV"
 _u16 = struct.Struct(">H").unpack_from
-_u32 = struct.Struct(">I").unpack_from
 _i32 = struct.Struct(">i").unpack_from
 _u64 = struct.Struct(">Q").unpack_from
 
@@ -73,7 +70,7 @@ def decode_properties_basic(buf: bytes, offset: int) -> tuple[dict[str, Any], in
                 properties[name] = text(raw)
             offset = end
         elif kind == "F":
-            (length,) = _u32(buf, offset)
+            (length,) = u32(buf, offset)
             start, end = offset + 4, offset + 4 + length
             table = header_shapes.read(buf, start, end) if length else {}
             if table is None:
@@ -117,24 +114,24 @@ def _table(buf: bytes, offset: int, end: int, text: Text) -> tuple[dict[Any, Any
                 if len(keys) < _MAX_KEYS:
                     keys[raw] = key
         kind = buf[offset]
-        if kind == _TEXT:
+        if kind == TEXT:
             start = offset + 5
-            offset = start + _u32(buf, offset + 1)[0]
+            offset = start + u32(buf, offset + 1)[0]
             raw = buf[start:offset]
             try:
                 table[key] = raw.decode()
             except UnicodeDecodeError:
                 table[key] = _text(raw, text)
-        elif kind == _VOID:
+        elif kind == VOID:
             table[key] = None
             offset += 1
-        elif kind == _INT:
+        elif kind == INT:
             table[key] = _i32(buf, offset + 1)[0]
             offset += 5
-        elif kind == _BOOL:
+        elif kind == BOOL:
             table[key] = bool(buf[offset + 1])
             offset += 2
-        elif kind == _ARRAY and buf[offset + 1 : offset + 7] == _TWO_VOIDS:
+        elif kind == ARRAY and buf[offset + 1 : offset + 7] == TWO_VOIDS:
             table[key] = [None, None]  # Celery's `timelimit` when none is set
             offset += 7
         else:

@@ -17,14 +17,16 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-_TEXT, _VOID, _BOOL, _INT, _ARRAY, _TABLE = b"SVtIAF"
+# The kinds of value in an AMQP table (also read by workers.amqp_properties).
+TEXT, VOID, BOOL, INT, ARRAY, TABLE = b"SVtIAF"
+# An array of two voids, its length first: Celery's `timelimit` when none is set.
+TWO_VOIDS = struct.pack(">I", 2) + b"VV"
+u32 = struct.Struct(">I").unpack_from
 # Entries of these kinds are compared whole: their size after the kind.
-_SIZES = {_VOID: 0, _BOOL: 1, _INT: 4}
+_SIZES = {VOID: 0, BOOL: 1, INT: 4}
 # Values that are made anew for each table (they can be changed): Celery's
 # `timelimit` of two voids, and its empty `stamps`.
-_TWO_VOIDS = struct.pack(">I", 2) + b"VV"
 _EMPTY = struct.pack(">I", 0)
-_u32 = struct.Struct(">I").unpack_from
 # Shapes kept, the last one read first; a table of none of them is learned as
 # one (every so often only, once all are taken: a producer whose every table
 # differs costs a few comparisons per table, not a walk more).
@@ -83,7 +85,7 @@ def _read(shape: Shape, buf: bytes, offset: int, end: int) -> dict[str, Any] | N
         start = offset + size + 4
         if start > end or not buf.startswith(same, offset):
             return None  # past the table's end: py-amqp stops there, so must this
-        offset = start + _u32(buf, offset + size)[0]
+        offset = start + u32(buf, offset + size)[0]
         try:
             table[key] = buf[start:offset].decode()
         except UnicodeDecodeError:
@@ -126,21 +128,21 @@ def _shape(buf: bytes, offset: int, end: int, table: dict[Any, Any]) -> Shape | 
             return None  # a key twice: its value is the last one's, in the first one's place
         kind = buf[key_end]
         offset = key_end + 1
-        if kind == _TEXT:
+        if kind == TEXT:
             if type(table[key]) is not str:
                 return None
             steps.append((buf[same_from:offset], offset - same_from, key))
-            offset += 4 + _u32(buf, offset)[0]
+            offset += 4 + u32(buf, offset)[0]
             same_from = offset
             values[key] = None
             continue
         size = _SIZES.get(kind)
         if size is not None:
             values[key] = table[key]
-        elif kind == _ARRAY and buf.startswith(_TWO_VOIDS, offset):
-            size, values[key] = len(_TWO_VOIDS), None
+        elif kind == ARRAY and buf.startswith(TWO_VOIDS, offset):
+            size, values[key] = len(TWO_VOIDS), None
             fresh.append((key, _two_voids))
-        elif kind == _TABLE and buf.startswith(_EMPTY, offset):
+        elif kind == TABLE and buf.startswith(_EMPTY, offset):
             size, values[key] = len(_EMPTY), None
             fresh.append((key, dict))
         else:
