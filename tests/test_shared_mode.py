@@ -141,7 +141,9 @@ def test_two_nodes_serve_one_realm_and_a_dead_node_s_users_move_over(shared, tmp
         a.kill()  # SIGKILL, no goodbye
         left = wait_until(lambda: "5" not in editors(bob, "order", "77"), 20, "a's editor leaves")
         assert left < 15, f"a dead node's user left after {left:.1f} s"
-        assert {"user": "5", "state": "left"} in watcher.payloads()
+        # The announcement follows the record in Redis (pub/sub, then a publish on b).
+        heard = lambda: {"user": "5", "state": "left"} in watcher.payloads()  # noqa: E731
+        wait_until(heard, 5, "the watcher on b hears that a's editor left")
         stream.join(60)
         # Every event reaches the subscribers of every node; Alice moved to b without a gap.
         bob.wait_all(source.sent, 60)
