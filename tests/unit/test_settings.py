@@ -45,6 +45,12 @@ def test_values_are_cast_and_dev_mode_fills_in_the_secrets():
     assert settings.redis_url == "redis://127.0.0.1:6390/0"
 
 
+def test_an_exported_secret_takes_the_place_of_the_development_one():
+    # The README: export TIDINGS_SECRET and start `make run` with it (development mode).
+    settings = Settings.from_environ({"TIDINGS_DEV": "1", "TIDINGS_SECRET": "short-is-fine-in-dev"})
+    assert settings.dev and settings.secret == "short-is-fine-in-dev"
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [
