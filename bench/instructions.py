@@ -169,7 +169,7 @@ def run(
                 results["per_event"][path] = total_instructions(dump) / events
                 if keep is not None:
                     keep.mkdir(parents=True, exist_ok=True)
-                    shutil.copy(dump, keep / f"callgrind.{path.replace(chr(39), 'p')}")
+                    shutil.copy(dump, keep / ("callgrind." + path.replace("'", "p")))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     per_event = results["per_event"]

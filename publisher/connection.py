@@ -157,12 +157,11 @@ class WampConnection:
         self.start()
         if self._closing:
             coro.close()  # type: ignore[attr-defined]  # never awaited: said so, not warned
-            self._refuse_if_closed()
+            raise self._closed()
         return asyncio.run_coroutine_threadsafe(coro, self._loop)  # type: ignore[arg-type]
 
-    def _refuse_if_closed(self) -> None:
-        if self._closing:
-            raise ConnectionClosed(f"the WAMP connection to {self.url} is closed")
+    def _closed(self) -> ConnectionClosed:
+        return ConnectionClosed(f"the WAMP connection to {self.url} is closed")
 
     def call_soon(self, callback: Callable[..., None], *args: Any) -> None:
         """Run `callback(*args)` on the session's loop; thread-safe.
@@ -223,11 +222,12 @@ class WampConnection:
 
     def wait_joined(self, timeout: float) -> ApplicationSession:
         """Block the calling thread until the session has joined."""
-        self._refuse_if_closed()  # before making coroutines that would never run
+        if self._closing:
+            raise self._closed()  # before making coroutines that would never run
         try:
             return self.submit(asyncio.wait_for(self.session(), timeout)).result(timeout + 1)
         except CancelledError:
-            raise ConnectionClosed(f"the WAMP connection to {self.url} was closed") from None
+            raise self._closed() from None  # closed while waiting
         except TimeoutError as exc:
             raise TimeoutError(
                 f"no WAMP session with {self.url} after {timeout:.1f}s"
